@@ -1,0 +1,62 @@
+"""ONNX Runtime on the CPU execution provider, or CUDA where the installed build has it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from harness.adapters import Artifact, Backend, Session
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class OrtSession(Session):
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [session.get_outputs()[0].name]
+
+    def prepare(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: np.ascontiguousarray(batch[name]) for name in self.input_names}
+
+    def run(self, prepared: dict[str, np.ndarray]) -> Any:
+        return self.session.run(self.output_names, prepared)[0]
+
+    def logits(self, output: Any) -> np.ndarray:
+        return np.asarray(output, dtype=np.float32)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    formats = frozenset({"onnx"})
+    devices = ("cpu", "cuda")
+    requires = ("onnxruntime",)
+
+    def unavailable_reason(self, device: str | None = None) -> str | None:
+        reason = super().unavailable_reason(device)
+        if reason is None and device is not None:
+            import onnxruntime
+
+            available = onnxruntime.get_available_providers()
+            if PROVIDERS[device] not in available:
+                return f"this onnxruntime build has no {PROVIDERS[device]} (it has {', '.join(available)})"
+        return reason
+
+    def load(self, artifact: Artifact, device: str, threads: int) -> OrtSession:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(
+            str(artifact.path / "model.onnx"), options, providers=[PROVIDERS[device]]
+        )
+        return OrtSession(session)
+
+
+BACKEND = OnnxRuntimeBackend()

@@ -1,0 +1,80 @@
+"""PyTorch eager inference on CPU or CUDA."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from harness.adapters import Artifact, Backend, Session
+
+
+class TorchSession(Session):
+    def __init__(self, model: Any, device: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.device = device
+
+    def prepare(self, batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        return {k: self.torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+
+    def run(self, prepared: dict[str, Any]) -> Any:
+        with self.torch.inference_mode():
+            return self.model(**prepared).logits
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize()
+
+    def logits(self, output: Any) -> np.ndarray:
+        return output.float().cpu().numpy()
+
+    def close(self) -> None:
+        del self.model
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()
+
+
+class PyTorchBackend(Backend):
+    name = "pytorch"
+    formats = frozenset({"transformers", "torch-dynamic-int8"})
+    devices = ("cpu", "cuda")
+    requires = ("torch", "transformers")
+
+    def unavailable_reason(self, device: str | None = None) -> str | None:
+        reason = super().unavailable_reason(device)
+        if reason is None and device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+                return f"no CUDA device (torch {torch.__version__}, {build})"
+        return reason
+
+    def cell_unavailable_reason(self, artifact_format: str, device: str) -> str | None:
+        if artifact_format == "torch-dynamic-int8" and device != "cpu":
+            return "PyTorch dynamic INT8 kernels exist only for CPU"
+        return None
+
+    def load(self, artifact: Artifact, device: str, threads: int) -> TorchSession:
+        import torch
+
+        torch.set_num_threads(threads)
+        if artifact.format == "torch-dynamic-int8":
+            from exporters.torch_dynamic_int8 import load_quantized
+
+            model = load_quantized(artifact.path)
+        else:
+            from transformers import AutoModelForSequenceClassification
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = AutoModelForSequenceClassification.from_pretrained(artifact.path)
+        return TorchSession(model.eval().to(device), device)
+
+
+BACKEND = PyTorchBackend()

@@ -1,0 +1,104 @@
+"""The contracts every exporter and backend adapter implements.
+
+This module imports nothing heavy: adapters import torch or onnxruntime inside their methods, so
+listing and validating stay fast and a missing runtime only disables the adapters that need it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class Options(BaseModel):
+    """Typed options of an adapter; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model variant on disk, as produced by an exporter."""
+
+    path: Path
+    format: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def missing_modules(*modules: str) -> str | None:
+    """Reason string naming the first missing module, or None when all are importable."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            return f"python package '{module}' is not installed"
+    return None
+
+
+class Exporter(ABC):
+    """Turns a Hugging Face model directory into one variant on disk."""
+
+    name: ClassVar[str]
+    format: ClassVar[str]
+    Options: ClassVar[type[Options]] = Options
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def unavailable_reason(self) -> str | None:
+        return missing_modules(*self.requires)
+
+    @abstractmethod
+    def export(self, source: Path, out_dir: Path, options: Options) -> None:
+        """Write the variant into ``out_dir`` (an empty directory the cache later renames into place)."""
+
+
+class Session(ABC):
+    """A loaded variant on one device. Only ``run`` (plus ``synchronize``) is ever timed."""
+
+    @abstractmethod
+    def prepare(self, batch: Mapping[str, np.ndarray]) -> Any:
+        """Convert and place inputs (device copies, dtype casts, IO bindings) outside the clock."""
+
+    @abstractmethod
+    def run(self, prepared: Any) -> Any:
+        """The single timed call: one forward pass on prepared inputs."""
+
+    def synchronize(self) -> None:
+        """Block until queued device work is done, so the clock sees finished work."""
+
+    @abstractmethod
+    def logits(self, output: Any) -> np.ndarray:
+        """Host float32 logits of ``run``'s output, used for scoring (never timed)."""
+
+    def close(self) -> None:
+        """Release the session's resources."""
+
+
+class Backend(ABC):
+    """A runtime that can load some artifact formats on some devices."""
+
+    name: ClassVar[str]
+    formats: ClassVar[frozenset[str]]
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def unavailable_reason(self, device: str | None = None) -> str | None:
+        """Why this backend cannot run at all (or on ``device``); None when it can."""
+        missing = missing_modules(*self.requires)
+        if missing:
+            return missing
+        if device is not None and device not in self.devices:
+            return f"backend '{self.name}' does not support device '{device}'"
+        return None
+
+    def cell_unavailable_reason(self, artifact_format: str, device: str) -> str | None:
+        """Why this format cannot run on ``device`` with this backend (e.g. CPU-only kernels)."""
+        return None
+
+    @abstractmethod
+    def load(self, artifact: Artifact, device: str, threads: int) -> Session:
+        """Load ``artifact`` for inference on ``device`` using ``threads`` CPU threads."""

@@ -1,0 +1,142 @@
+"""Command line: ``python -m harness {run,validate,list,report}``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return args.handler(args)
+    except HarnessError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: rows already written are kept", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    common.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", parents=[common], help="run a suite and write results and a report")
+    run.add_argument("suite", type=Path)
+    run.add_argument("--out", type=Path, help="output directory (default: the suite's output.dir)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser("validate", parents=[common], help="check suite files without running")
+    validate.add_argument("suites", type=Path, nargs="+")
+    validate.set_defaults(handler=_validate)
+
+    listing = commands.add_parser("list", parents=[common], help="show exporters and backends")
+    listing.set_defaults(handler=_list)
+
+    report = commands.add_parser("report", parents=[common], help="render a report from results files")
+    report.add_argument("results", type=Path, nargs="+")
+    report.add_argument("-o", "--output", type=Path, required=True)
+    report.add_argument("--title", default="Benchmark report")
+    report.set_defaults(handler=_report)
+    return parser
+
+
+def _registries():  # noqa: ANN202
+    from harness.registry import backends, exporters
+
+    return exporters(), backends()
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from harness.suite import load_suite
+
+    exporters, backends = _registries()
+    for path in args.suites:
+        suite = load_suite(path, exporters, backends)
+        cells = len(suite.models) * len(suite.exporters) * len(suite.backends) * len(suite.devices)
+        shapes = len(suite.shapes.batch_sizes) * len(suite.shapes.seq_lens)
+        print(f"{path}: ok (suite '{suite.name}', hash {suite.content_hash()}, up to {cells * shapes} cells)")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from harness.registry import BrokenAdapter
+    from harness.suite import DEVICES
+
+    exporters, backends = _registries()
+    print("exporters:")
+    for name, adapter in exporters.entries().items():
+        reason = adapter.reason if isinstance(adapter, BrokenAdapter) else adapter.unavailable_reason()
+        detail = f"format {adapter.format}" if not isinstance(adapter, BrokenAdapter) else ""
+        print(f"  {name:<22} {'unavailable: ' + reason if reason else 'available'}  {detail}".rstrip())
+    print("backends:")
+    for name, adapter in backends.entries().items():
+        if isinstance(adapter, BrokenAdapter):
+            print(f"  {name:<22} unavailable: {adapter.reason}")
+            continue
+        for device in DEVICES:
+            reason = adapter.unavailable_reason(device)
+            status = f"unavailable: {reason}" if reason else "available"
+            print(f"  {name + ' [' + device + ']':<22} {status}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness.report import render_report
+    from harness.results import read_rows
+    from harness.runner import Runner
+    from harness.suite import load_suite
+
+    exporters, backends = _registries()
+    suite = load_suite(args.suite, exporters, backends)
+    out_dir = args.out or Path(suite.output.dir)
+    results_path, report_path = _output_paths(out_dir, suite.output_name)
+    runner = Runner(suite, exporters, backends, results_path, str(args.suite), progress=not args.no_progress)
+    runner.run()
+    rows = [r for r in read_rows([results_path]) if r["run"].get("run_id") == runner.run_info["run_id"]]
+    report_path.write_text(render_report(rows, f"{suite.name}: benchmark report"), encoding="utf-8")
+    ok = sum(r["status"] == "ok" for r in rows)
+    print(f"{len(rows)} cells ({ok} ok) -> {results_path}\nreport -> {report_path}")
+    return 0
+
+
+def _output_paths(out_dir: Path, name: str) -> tuple[Path, Path]:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".{name}.write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise HarnessError(f"output directory {out_dir} is not writable: {error.strerror}") from None
+    results_path = out_dir / f"{name}.jsonl"
+    if results_path.exists():
+        results_path.replace(out_dir / f"{name}.previous.jsonl")
+    return results_path, out_dir / f"{name}.md"
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.report import render_report
+    from harness.results import read_rows
+
+    for path in args.results:
+        if not path.is_file():
+            raise HarnessError(f"{path}: no such results file")
+    rows = read_rows(args.results)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render_report(rows, args.title), encoding="utf-8")
+    print(f"{len(rows)} rows -> {args.output}")
+    return 0

@@ -1,0 +1,122 @@
+"""Eval and train sentences, from the Hugging Face hub when reachable, else from local files.
+
+This machine has no route to the hub, so the default suites name a local directory too, searched
+for in ``$HARNESS_DATA_PATH`` and then in ``./data`` and ``../shared/data``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import DataNotFoundError
+from harness.suite import TaskConfig
+
+DATA_PATH_VARIABLE = "HARNESS_DATA_PATH"
+DEFAULT_DATA_DIRS = ("data", "../shared/data")
+LOCAL_FORMATS = {".tsv": "csv", ".csv": "csv", ".jsonl": "json", ".json": "json"}
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    texts: list[str]
+    labels: list[int]
+    origin: str
+
+
+def data_search_path() -> list[Path]:
+    raw = os.environ.get(DATA_PATH_VARIABLE, "")
+    return [Path(p) for p in raw.split(os.pathsep) if p] + [Path(d) for d in DEFAULT_DATA_DIRS]
+
+
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in OFFLINE_VARIABLES):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def find_local_split(task: TaskConfig, split: str) -> Path | None:
+    """The first ``<dir>/<local>/<split>.<ext>`` found; ``local`` may also be a direct path."""
+    if task.local is None:
+        return None
+    candidates = [Path(task.local)] if Path(task.local).is_absolute() else []
+    candidates += [Path(task.local)] + [base / task.local for base in data_search_path()]
+    for folder in candidates:
+        for suffix in LOCAL_FORMATS:
+            path = folder / f"{split}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def load_split(
+    task: TaskConfig, split: str, max_samples: int | None = None, cache_dir: Path | None = None
+) -> TextSplit:
+    """Load one split as texts and integer labels, trying the hub first only when it is reachable."""
+    use_hub = task.dataset is not None and task.source != "local" and (task.source == "hub" or hub_reachable())
+    if use_hub:
+        dataset = _load_hub(task, split, cache_dir)
+        origin = f"hub:{task.dataset}" + (f"/{task.dataset_config}" if task.dataset_config else "")
+    else:
+        path = find_local_split(task, split) if task.source != "hub" else None
+        if path is None:
+            raise DataNotFoundError(_not_found_message(task, split))
+        dataset = _load_local(path, cache_dir)
+        origin = f"local:{path}"
+    for column in (task.text_column, task.label_column):
+        if column not in dataset.column_names:
+            raise DataNotFoundError(f"{origin}: no column '{column}' (columns: {', '.join(dataset.column_names)})")
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    texts = [str(t) for t in dataset[task.text_column]]
+    labels = [int(label) for label in dataset[task.label_column]]
+    return TextSplit(texts, labels, origin)
+
+
+def _load_hub(task: TaskConfig, split: str, cache_dir: Path | None):  # noqa: ANN202 (datasets type)
+    import datasets
+
+    return datasets.load_dataset(
+        task.dataset, task.dataset_config, split=split, cache_dir=str(cache_dir) if cache_dir else None
+    )
+
+
+def _load_local(path: Path, cache_dir: Path | None):  # noqa: ANN202 (datasets type)
+    import datasets
+
+    builder = LOCAL_FORMATS[path.suffix]
+    options = {}
+    if builder == "csv":
+        # SST-2's TSV has bare quotes inside sentences: quoting must be off or rows merge.
+        options = {"delimiter": "\t" if path.suffix == ".tsv" else ",", "quoting": csv.QUOTE_NONE}
+    datasets.disable_progress_bars()
+    return datasets.load_dataset(
+        builder,
+        data_files={"data": str(path)},
+        split="data",
+        cache_dir=str(cache_dir) if cache_dir else None,
+        **options,
+    )
+
+
+def _not_found_message(task: TaskConfig, split: str) -> str:
+    searched = ", ".join(str(p) for p in data_search_path())
+    parts = []
+    if task.dataset and task.source != "local":
+        parts.append(f"the hub dataset '{task.dataset}' is unreachable (offline)")
+    if task.local:
+        parts.append(
+            f"no '{task.local}/{split}.{{tsv,csv,jsonl}}' was found in {searched}; "
+            f"put the files there or set {DATA_PATH_VARIABLE} to the folder that holds '{task.local}/'"
+        )
+    else:
+        parts.append("the suite names no local copy (task.local)")
+    return "no data for split '" + split + "': " + "; ".join(parts)

@@ -1,0 +1,74 @@
+"""What produced a result: hardware, software versions and source revision."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "transformers", "optimum", "optimum-onnx", "onnx", "numpy")
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    model, flags = platform.processor() or platform.machine(), set()
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    return {"cpu": model, "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count()}
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def gpu_name() -> str | None:
+    """The first CUDA device's name; only asks torch when it is already loaded."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return str(torch.cuda.get_device_name(0))
+
+
+def collect_environment(threads: int) -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        **cpu_info(),
+        "threads": threads,
+        "gpu": gpu_name(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+    }
+
+
+def machine_label(env: dict[str, Any]) -> str:
+    """Short hardware name used to tell machines apart in merged reports."""
+    cpu = str(env.get("cpu", "?"))
+    return f"{env.get('gpu')} / {cpu}" if env.get("gpu") else f"{cpu} ({env.get('threads')} threads)"

@@ -1,0 +1,115 @@
+"""Result rows: one immutable record per cell, appended to a JSON Lines file as it finishes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CELL_FIELDS = (
+    "model",
+    "exporter",
+    "backend",
+    "device",
+    "batch_size",
+    "seq_len",
+    "status",
+    "reason",
+    "accuracy",
+    "agreement",
+    "max_abs_logit_diff",
+    "params",
+    "size_mb",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "mean_ms",
+    "std_ms",
+    "throughput_per_s",
+    "iterations",
+    "peak_rss_mb",
+)
+
+
+@dataclass(frozen=True)
+class CellRow:
+    """One cell: model x exporter x backend x device x batch size x sequence length."""
+
+    model: str
+    exporter: str
+    backend: str
+    device: str
+    batch_size: int
+    seq_len: int | str
+    status: str
+    reason: str | None = None
+    accuracy: float | None = None
+    agreement: float | None = None
+    max_abs_logit_diff: float | None = None
+    params: int | None = None
+    size_mb: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    throughput_per_s: float | None = None
+    iterations: int | None = None
+    peak_rss_mb: float | None = None
+    mean_tokens: float | None = None
+    eval_samples: int | None = None
+    hit_time_cap: bool | None = None
+    percentile_method: str | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(_finite(asdict(self)), sort_keys=False)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity; write them as null so every reader can parse the row."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+class ResultsWriter:
+    """Appends one complete line per row and flushes it to disk before returning."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, row: CellRow) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(row.to_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """All rows of several results files; a torn final line (from a killed writer) is skipped."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                if number == len(lines):
+                    continue
+                raise ValueError(f"{path}:{number}: not a JSON row ({error.msg})") from None
+            row.setdefault("run", {})
+            row["source_file"] = str(path)
+            rows.append(row)
+    return rows
