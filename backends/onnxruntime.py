@@ -56,6 +56,10 @@ class OnnxRuntimeBackend(Backend):
         session = onnxruntime.InferenceSession(
             str(artifact.path / "model.onnx"), options, providers=[PROVIDERS[device]]
         )
+        # ORT silently falls back to the CPU provider when CUDA cannot start; a CPU timing
+        # labelled "cuda" would be worse than no timing.
+        if PROVIDERS[device] not in session.get_providers():
+            raise RuntimeError(f"{PROVIDERS[device]} did not start (session uses {session.get_providers()})")
         return OrtSession(session)
 
 

@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     exporters, backends = _registries()
     suite = load_suite(args.suite, exporters, backends)
     out_dir = args.out or Path(suite.output.dir)
-    results_path, report_path = _output_paths(out_dir, suite.output_name)
+    results_path, report_path = _output_paths(out_dir, suite.output_name(_hardware(suite.devices)))
     runner = Runner(suite, exporters, backends, results_path, str(args.suite), progress=not args.no_progress)
     runner.run()
     rows = [r for r in read_rows([results_path]) if r["run"].get("run_id") == runner.run_info["run_id"]]
@@ -112,6 +112,15 @@ def _run(args: argparse.Namespace) -> int:
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"{len(rows)} cells ({ok} ok) -> {results_path}\nreport -> {report_path}")
     return 0
+
+
+def _hardware(devices: list[str]) -> str:
+    """``cuda`` when the suite asks for CUDA and this machine has a device, else ``cpu``."""
+    if "cuda" not in devices:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _output_paths(out_dir: Path, name: str) -> tuple[Path, Path]:

@@ -60,6 +60,7 @@ def collect_environment(threads: int) -> dict[str, Any]:
         "host": socket.gethostname(),
         **cpu_info(),
         "threads": threads,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "gpu": gpu_name(),
         "os": platform.platform(),
         "python": platform.python_version(),

@@ -43,7 +43,7 @@ NUMERIC_COLUMNS = (
     "iterations",
     "peak_rss_mb",
 )
-ENV_FIELDS = ("host", "cpu", "isa", "cores", "threads", "gpu", "os", "python", "git_commit")
+ENV_FIELDS = ("host", "cpu", "isa", "cores", "threads", "load_avg_1m", "gpu", "os", "python", "git_commit")
 
 
 def rows_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -151,6 +151,13 @@ def _notes(frame: pd.DataFrame) -> str:
         "over the whole eval split; accuracy uses the same split."
     )
     notes.append("- seq len `dynamic` pads each batch to its longest real sentence.")
+    busy = [r for r in frame["run"] if r.get("env", {}).get("load_avg_1m", 0) > 0.5 * (r["env"].get("cores") or 1)]
+    if busy:
+        notes.append(
+            "- **Warning:** the machine was busy when a run started (1-minute load average "
+            f"{busy[0]['env']['load_avg_1m']} on {busy[0]['env'].get('cores')} cores); other processes "
+            "compete for the cores and multi-threaded timings can be far slower than on an idle machine."
+        )
     if frame.get("hit_time_cap", pd.Series(dtype=bool)).fillna(False).astype(bool).any():
         notes.append("- Some cells hit timing.max_seconds before timing.min_iterations: they have few samples.")
     return "\n".join(notes)

@@ -64,6 +64,7 @@ class CellRow:
     eval_samples: int | None = None
     hit_time_cap: bool | None = None
     percentile_method: str | None = None
+    lineage: dict[str, Any] | None = None
     run: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -26,7 +26,8 @@ from harness.cache import ArtifactCache, dir_size_mb, fingerprint_dir
 from harness.data import TextSplit, load_split
 from harness.environment import collect_environment
 from harness.inputs import encode, make_batches
-from harness.models import resolve_model_source
+from harness.errors import HarnessError
+from harness.pipeline import BuiltModel, ModelPipeline
 from harness.registry import Registry
 from harness.results import CellRow, ResultsWriter
 from harness.stats import PERCENTILE_METHOD, classification_scores, summarize_latency
@@ -46,6 +47,7 @@ class PreparedModel:
     tokenizer: Any
     params: int
     reference_logits: np.ndarray
+    lineage: dict[str, Any]
 
 
 class Runner:
@@ -90,10 +92,11 @@ class Runner:
         self._prepare_devices()
         self.run_info["env"] = collect_environment(suite.threads)
         self.run_info["eval_origin"] = eval_split.origin
+        built = ModelPipeline(suite, self.cache, eval_split).build_all()
         with tqdm(total=self._cell_count(), desc="cells", unit="cell", disable=not self.progress) as bar:
             self.bar = bar
             for model_config in suite.models:
-                model = self._prepare_model(model_config, eval_split)
+                model = self._prepare_model(model_config, built[model_config.name], eval_split)
                 for entry in suite.exporters:
                     self._run_exporter(model, entry, eval_split)
                 del model
@@ -109,21 +112,44 @@ class Runner:
         if "cuda" in self.suite.devices:
             import torch  # noqa: F401  (so the environment can name the GPU)
 
-    def _prepare_model(self, config: ModelConfig, eval_split: TextSplit) -> PreparedModel:
+    def _prepare_model(self, config: ModelConfig, built: BuiltModel, eval_split: TextSplit) -> PreparedModel:
         from transformers import AutoTokenizer
 
-        source = resolve_model_source(config.source, self.cache, config.num_labels)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        reference = self.backends.get("pytorch").load(Artifact(source, "transformers"), "cpu", self.suite.threads)
+        from harness.compress.lineage import describe_model
+
+        tokenizer = AutoTokenizer.from_pretrained(built.path)
+        reference = self.backends.get("pytorch").load(Artifact(built.path, "transformers"), "cpu", self.suite.threads)
         params = sum(p.numel() for p in reference.model.parameters())
+        self._check_labels(config, reference.model.config.num_labels, eval_split)
         logits = self._score(reference, tokenizer, eval_split.texts)
+        lineage = {
+            "parent": built.parent,
+            "stage": built.stage,
+            **describe_model(reference.model, seq_len=self.suite.max_length),
+            "train_seconds": built.report.get("train_seconds", built.report.get("stage_seconds")),
+            "train_samples": built.report.get("train_samples"),
+        }
         reference.close()
-        log.info("%s: %s (%.1fM params)", config.name, source, params / 1e6)
-        return PreparedModel(config, source, tokenizer, params, logits)
+        log.info("%s: %s (%.1fM params)", config.name, built.path, params / 1e6)
+        return PreparedModel(config, built.path, tokenizer, params, logits, lineage)
+
+    @staticmethod
+    def _check_labels(config: ModelConfig, num_labels: int, split: TextSplit) -> None:
+        bad = [label for label in split.labels if not 0 <= label < num_labels]
+        if bad:
+            raise HarnessError(
+                f"model '{config.name}' has {num_labels} labels but the eval split has label {bad[0]} "
+                f"({split.origin}); set models[].num_labels or check task.label_column"
+            )
 
     def _run_exporter(self, model: PreparedModel, entry: ExporterEntry, eval_split: TextSplit) -> None:
         exporter: Exporter = self.exporters.get(entry.name)
-        base = {"model": model.config.name, "exporter": entry.display_name, "params": model.params}
+        base = {
+            "model": model.config.name,
+            "exporter": entry.display_name,
+            "params": model.params,
+            "lineage": model.lineage,
+        }
         compatible = [b for b in self.suite.backends if exporter.format in self.backends.get(b).formats]
         skipped = [b for b in self.suite.backends if b not in compatible]
         # A backend that cannot load this format has no cell here at all, not even an n/a one.

@@ -15,10 +15,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.compress.options import DistillOptions, FinetuneOptions, MagnitudeOptions, PruneOptions
 from harness.errors import SuiteError
 from harness.registry import UnknownNameError
 
 DEVICES = ("cpu", "cuda")
+COMPRESSION_STAGES = ("distill", "prune", "magnitude")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -56,11 +58,40 @@ class TaskConfig(Strict):
 
 
 class ModelConfig(Strict):
-    """A model to benchmark: a local directory, a hub id, ``package:<module>`` or ``builtin:<name>``."""
+    """A model to benchmark.
+
+    Either a ``source`` (a local directory, a hub id, ``package:<module>`` or ``builtin:<name>``),
+    optionally fine-tuned on the train split first, or a ``parent`` model (an earlier entry) that
+    one compression stage turns into this one.
+    """
 
     name: SafeName
-    source: str = Field(min_length=1)
+    source: str | None = Field(default=None, min_length=1)
+    parent: str | None = None
     num_labels: PositiveInt = 2
+    finetune: FinetuneOptions | None = None
+    distill: DistillOptions | None = None
+    prune: PruneOptions | None = None
+    magnitude: MagnitudeOptions | None = None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> ModelConfig:
+        stages = [s for s in COMPRESSION_STAGES if getattr(self, s) is not None]
+        if (self.source is None) == (self.parent is None):
+            raise ValueError("give exactly one of 'source' (a model to load) or 'parent' (a model to compress)")
+        if self.source is not None and stages:
+            raise ValueError(f"'{stages[0]}' needs a 'parent' model, not a 'source'")
+        if self.parent is not None and len(stages) != 1:
+            raise ValueError(f"a model with a 'parent' needs exactly one of {', '.join(COMPRESSION_STAGES)}")
+        if self.parent is not None and self.finetune is not None:
+            raise ValueError("'finetune' applies to a 'source' model; compress with distill or prune")
+        return self
+
+    @property
+    def stage(self) -> str | None:
+        if self.finetune is not None:
+            return "finetune"
+        return next((s for s in COMPRESSION_STAGES if getattr(self, s) is not None), None)
 
 
 class ExporterEntry(Strict):
@@ -96,8 +127,10 @@ class TimingConfig(Strict):
 
 
 class OutputConfig(Strict):
+    """Where results go. ``name`` may contain ``{hardware}``: ``cuda`` when a GPU ran, else ``cpu``."""
+
     dir: str = "reports"
-    name: SafeName | None = None
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*(\{hardware\}[A-Za-z0-9_.+-]*)?$")] | None = None
     cache_dir: str = ".harness-cache"
 
 
@@ -143,9 +176,8 @@ class Suite(Strict):
                 raise ValueError(f"{key}: '{duplicates[0]}' appears twice (give exporters a distinct label)")
         return self
 
-    @property
-    def output_name(self) -> str:
-        return self.output.name or self.name
+    def output_name(self, hardware: str = "cpu") -> str:
+        return (self.output.name or self.name).replace("{hardware}", hardware)
 
     @property
     def baseline_model(self) -> str:
@@ -201,6 +233,9 @@ def _check_names(suite: Suite, file: str, exporter_registry: Any, backend_regist
             _check_one(file, f"exporters[{index}].name", entry.name, known, "exporter")
             _check_options(file, f"exporters[{index}].options", entry, exporter_registry)
     model_names = [m.name for m in suite.models]
+    for index, model in enumerate(suite.models):
+        if model.parent is not None:
+            _check_one(file, f"models[{index}].parent", model.parent, model_names[:index], "parent model")
     _check_one(file, "baseline.model", suite.baseline_model, model_names, "model")
     _check_one(
         file, "baseline.exporter", suite.baseline.exporter, [e.display_name for e in suite.exporters], "exporter"
