@@ -97,6 +97,8 @@ def _load_local(path: Path, cache_dir: Path | None):  # noqa: ANN202 (datasets t
     if builder == "csv":
         # SST-2's TSV has bare quotes inside sentences: quoting must be off or rows merge.
         options = {"delimiter": "\t" if path.suffix == ".tsv" else ",", "quoting": csv.QUOTE_NONE}
+        # A sentence such as "N/A" or "null" is text, not a missing value.
+        options.update(keep_default_na=False, na_filter=False)
     datasets.disable_progress_bars()
     return datasets.load_dataset(
         builder,

@@ -75,7 +75,8 @@ class ModelPipeline:
 
     def _train_identity(self) -> str:
         task = self.suite.task
-        return f"{task.dataset}|{task.dataset_config}|{task.local}|{task.train_split}|{task.text_column}|{task.label_column}"
+        parts = (task.dataset, task.dataset_config, task.local, task.train_split, task.text_column, task.label_column)
+        return "|".join(str(p) for p in parts)
 
     def _stage(self, config: ModelConfig, parent_key: str, build: Any) -> BuiltModel:
         key = self._stage_key(config, parent_key)
@@ -113,7 +114,9 @@ class ModelPipeline:
         if config.distill is not None:
             from harness.compress.distill import distill
 
-            logits = self.teacher_logits(parent, config.distill.max_length) if not config.distill.hidden_loss_weight else None
+            # with a hidden-state loss the teacher runs alongside the student anyway
+            needs_logits = not config.distill.hidden_loss_weight
+            logits = self.teacher_logits(parent, config.distill.max_length) if needs_logits else None
             return distill(parent.path, train.texts, train.labels, config.distill, out, logits, **self._eval_kwargs())
         from harness.compress.prune import prune
 

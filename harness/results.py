@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
+
 CELL_FIELDS = (
     "model",
     "exporter",
@@ -109,7 +111,7 @@ def read_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
             except json.JSONDecodeError as error:
                 if number == len(lines):
                     continue
-                raise ValueError(f"{path}:{number}: not a JSON row ({error.msg})") from None
+                raise HarnessError(f"{path}:{number}: not a JSON row ({error.msg})") from None
             row.setdefault("run", {})
             row["source_file"] = str(path)
             rows.append(row)

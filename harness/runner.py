@@ -25,8 +25,8 @@ from harness.adapters import Artifact, Backend, Exporter
 from harness.cache import ArtifactCache, dir_size_mb, fingerprint_dir
 from harness.data import TextSplit, load_split
 from harness.environment import collect_environment
-from harness.inputs import encode, make_batches
 from harness.errors import HarnessError
+from harness.inputs import encode, make_batches
 from harness.pipeline import BuiltModel, ModelPipeline
 from harness.registry import Registry
 from harness.results import CellRow, ResultsWriter

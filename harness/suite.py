@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.compress.options import DistillOptions, FinetuneOptions, MagnitudeOptions, PruneOptions
 from harness.errors import SuiteError
@@ -23,10 +23,21 @@ DEVICES = ("cpu", "cuda")
 COMPRESSION_STAGES = ("distill", "prune", "magnitude")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+# strict: YAML's `true` must not pass as the count 1
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
+UNION_TAGS = ("function-after", "function-before", "function-wrap", "int", "str", "float", "bool", "list", "dict")
 PositiveFloat = Annotated[float, Field(gt=0)]
 SafeName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+
+
+def _dynamic_or_length(value: Any) -> int | str:
+    if value != "dynamic" and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 512):
+        raise ValueError("a seq len must be 'dynamic' or an integer from 1 to 512")
+    return value
+
+
+SeqLen = Annotated[Any, AfterValidator(_dynamic_or_length)]
 
 
 class Strict(BaseModel):
@@ -106,7 +117,7 @@ class ExporterEntry(Strict):
 
 class ShapesConfig(Strict):
     batch_sizes: list[PositiveInt] = Field(default=[1], min_length=1)
-    seq_lens: list[Literal["dynamic"] | Annotated[int, Field(gt=0, le=512)]] = Field(default=["dynamic"], min_length=1)
+    seq_lens: list[SeqLen] = Field(default=["dynamic"], min_length=1)
 
 
 class TimingConfig(Strict):
@@ -270,7 +281,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("function-after", "function-before") or str(part).startswith(("literal[", "int", "str")):
+        elif part in UNION_TAGS or str(part).startswith(("literal[", "constrained-")):
             continue
         else:
             path += f".{part}" if path else str(part)
