@@ -67,6 +67,24 @@ class CellRow:
     hit_time_cap: bool | None = None
     percentile_method: str | None = None
     lineage: dict[str, Any] | None = None
+    samples_ms: list[float] | None = None
+    p50_ci_low_ms: float | None = None
+    p50_ci_high_ms: float | None = None
+    mean_ci_low_ms: float | None = None
+    mean_ci_high_ms: float | None = None
+    cv: float | None = None
+    repeat_p50s_ms: list[float] | None = None
+    repeat_spread: float | None = None
+    warnings: list[str] | None = None
+    timer_resolution_ms: float | None = None
+    mcnemar_p: float | None = None
+    accuracy_gate: str | None = None
+    score_error: str | None = None
+    gflops_per_s: float | None = None
+    peak_fraction: float | None = None
+    cuda_peak_allocated_mb: float | None = None
+    cuda_peak_reserved_mb: float | None = None
+    gpu_process_mb: float | None = None
     run: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

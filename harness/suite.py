@@ -137,6 +137,13 @@ class TimingConfig(Strict):
         return self
 
 
+class IsolationConfig(Strict):
+    """``process`` runs every cell in its own child process; ``none`` runs in-process (debugging)."""
+
+    mode: Literal["process", "none"] = "process"
+    timeout_s: PositiveFloat = 900.0
+
+
 class OutputConfig(Strict):
     """Where results go. ``name`` may contain ``{hardware}``: ``cuda`` when a GPU ran, else ``cpu``."""
 
@@ -164,6 +171,8 @@ class Suite(Strict):
     accuracy_batch_size: PositiveInt = 32
     max_length: Annotated[int, Field(gt=0, le=512)] = 128
     timing: TimingConfig = TimingConfig()
+    isolation: IsolationConfig = IsolationConfig()
+    accuracy_gate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
     output: OutputConfig = OutputConfig()
     baseline: BaselineConfig = BaselineConfig()
 

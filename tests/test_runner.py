@@ -197,6 +197,8 @@ def inprocess(tmp_path_factory, toy_data_root: Path, cache_dir: Path):
         # 3 iterations are met after 6 clock steps; 10 steps of min_seconds need 5 iterations
         "timing": {"warmup": 2, "min_iterations": 3, "min_seconds": 10 * STEP, "max_seconds": 5, "input_batches": 2},
         "output": {"cache_dir": str(cache_dir)},
+        # the injected clock only exists in this process
+        "isolation": {"mode": "none"},
     }
     suite = parse_suite(raw, "inproc.yaml", exporter_registry, backend_registry)
     clock = CountingClock()
