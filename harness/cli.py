@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", parents=[common], help="show exporters and backends")
     listing.set_defaults(handler=_list)
 
+    compare = commands.add_parser("compare", parents=[common], help="compare two results files cell by cell")
+    compare.add_argument("old", type=Path)
+    compare.add_argument("new", type=Path)
+    compare.add_argument("--threshold", type=float, default=0.10, help="relative p50 growth that counts (0.10)")
+    compare.add_argument("--alpha", type=float, default=0.05, help="significance level of the test (0.05)")
+    compare.set_defaults(handler=_compare)
+
     report = commands.add_parser("report", parents=[common], help="render a report from results files")
     report.add_argument("results", type=Path, nargs="+")
     report.add_argument("-o", "--output", type=Path, required=True)
@@ -96,7 +103,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from harness.report import render_report
     from harness.results import read_rows
     from harness.runner import Runner
     from harness.suite import load_suite
@@ -108,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     runner = Runner(suite, exporters, backends, results_path, str(args.suite), progress=not args.no_progress)
     runner.run()
     rows = [r for r in read_rows([results_path]) if r["run"].get("run_id") == runner.run_info["run_id"]]
-    report_path.write_text(render_report(rows, f"{suite.name}: benchmark report"), encoding="utf-8")
+    _write_report(rows, report_path, f"{suite.name}: benchmark report")
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"{len(rows)} cells ({ok} ok) -> {results_path}\nreport -> {report_path}")
     return 0
@@ -137,8 +143,15 @@ def _output_paths(out_dir: Path, name: str) -> tuple[Path, Path]:
     return results_path, out_dir / f"{name}.md"
 
 
-def _report(args: argparse.Namespace) -> int:
+def _write_report(rows: list[dict], path: Path, title: str) -> None:
+    from harness.figures import write_figures
     from harness.report import render_report
+
+    figures = write_figures(rows, path.parent, path.stem)
+    path.write_text(render_report(rows, title, figures), encoding="utf-8")
+
+
+def _report(args: argparse.Namespace) -> int:
     from harness.results import read_rows
 
     for path in args.results:
@@ -146,6 +159,30 @@ def _report(args: argparse.Namespace) -> int:
             raise HarnessError(f"{path}: no such results file")
     rows = read_rows(args.results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render_report(rows, args.title), encoding="utf-8")
+    _write_report(rows, args.output, args.title)
     print(f"{len(rows)} rows -> {args.output}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Exit 1 when any cell regressed significantly beyond the threshold."""
+    from harness.compare import compare_rows, unmatched
+    from harness.results import read_rows
+
+    for path in (args.old, args.new):
+        if not path.is_file():
+            raise HarnessError(f"{path}: no such results file")
+    old, new = read_rows([args.old]), read_rows([args.new])
+    table = compare_rows(old, new, args.threshold, args.alpha)
+    if table.empty:
+        raise HarnessError("the two results files have no cell in common")
+    print(table.to_markdown(index=False, floatfmt=".4g"))
+    only_old, only_new = unmatched(old, new)
+    for label, cells in (("only in old", only_old), ("only in new", only_new)):
+        if cells:
+            print(f"{label}: {', '.join(cells)}")
+    regressed = int((table["verdict"] == "regressed").sum())
+    improved = int((table["verdict"] == "improved").sum())
+    print(f"{len(table)} cells compared: {regressed} regressed, {improved} improved "
+          f"(threshold {args.threshold:.0%}, alpha {args.alpha})")  # fmt: skip
+    return 1 if regressed else 0

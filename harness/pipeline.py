@@ -102,9 +102,7 @@ class ModelPipeline:
         from harness.compress.finetune import finetune
 
         train = self.train
-        return finetune(
-            base, train.texts, train.labels, config.num_labels, config.finetune, out, **self._eval_kwargs()
-        )
+        return finetune(base, train.texts, train.labels, config.num_labels, config.finetune, out, **self._eval_kwargs())
 
     def _compress(self, config: ModelConfig, parent: BuiltModel, out: Path) -> dict[str, Any]:
         if config.magnitude is not None:

@@ -109,8 +109,18 @@ def test_list_shows_dropin_and_broken(plugin_root: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     lines = [line.split() for line in proc.stdout.splitlines()]
     assert ["ort-dropin", "[cpu]", "available"] in lines
-    assert ["ort-dropin", "[cuda]", "unavailable:", "backend", "'ort-dropin'", "does", "not", "support", "device",
-            "'cuda'"] in lines
+    assert [
+        "ort-dropin",
+        "[cuda]",
+        "unavailable:",
+        "backend",
+        "'ort-dropin'",
+        "does",
+        "not",
+        "support",
+        "device",
+        "'cuda'",
+    ] in lines
     assert ["broken", "unavailable:", "import", "failed:", "needs", "libfoo", "9"] in lines
     assert ["pytorch", "[cpu]", "available"] in lines
     assert ["onnxruntime", "[cpu]", "available"] in lines

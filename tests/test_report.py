@@ -23,20 +23,52 @@ def run_info(run_id: str, cpu: str) -> dict[str, Any]:
         "baseline": BASELINE,
         "started": "2025-01-01T00:00:00+00:00",
         "eval_origin": "local:toy",
-        "env": {"host": "h", "cpu": cpu, "isa": ["avx2"], "cores": 8, "threads": 2, "gpu": None,
-                "versions": {"torch": "9.9"}},
+        "env": {
+            "host": "h",
+            "cpu": cpu,
+            "isa": ["avx2"],
+            "cores": 8,
+            "threads": 2,
+            "gpu": None,
+            "versions": {"torch": "9.9"},
+        },
     }
 
 
-def row(run: dict, exporter: str, backend: str, device: str, batch: int, p50: float | None,
-        status: str = "ok", reason: str | None = None) -> dict[str, Any]:
+def row(
+    run: dict,
+    exporter: str,
+    backend: str,
+    device: str,
+    batch: int,
+    p50: float | None,
+    status: str = "ok",
+    reason: str | None = None,
+) -> dict[str, Any]:
     return {
-        "model": "m", "exporter": exporter, "backend": backend, "device": device, "batch_size": batch,
-        "seq_len": "dynamic", "status": status, "reason": reason, "accuracy": 0.5 if p50 else None,
-        "agreement": 1.0 if p50 else None, "max_abs_logit_diff": 0.0 if p50 else None, "params": 1000000,
-        "size_mb": 1.5, "p50_ms": p50, "p95_ms": p50, "p99_ms": p50, "mean_ms": p50, "std_ms": 0.0 if p50 else None,
-        "throughput_per_s": batch * 1000 / p50 if p50 else None, "iterations": 10 if p50 else None,
-        "peak_rss_mb": 100.0 if p50 else None, "percentile_method": "linear", "run": run,
+        "model": "m",
+        "exporter": exporter,
+        "backend": backend,
+        "device": device,
+        "batch_size": batch,
+        "seq_len": "dynamic",
+        "status": status,
+        "reason": reason,
+        "accuracy": 0.5 if p50 else None,
+        "agreement": 1.0 if p50 else None,
+        "max_abs_logit_diff": 0.0 if p50 else None,
+        "params": 1000000,
+        "size_mb": 1.5,
+        "p50_ms": p50,
+        "p95_ms": p50,
+        "p99_ms": p50,
+        "mean_ms": p50,
+        "std_ms": 0.0 if p50 else None,
+        "throughput_per_s": batch * 1000 / p50 if p50 else None,
+        "iterations": 10 if p50 else None,
+        "peak_rss_mb": 100.0 if p50 else None,
+        "percentile_method": "linear",
+        "run": run,
     }
 
 
@@ -61,7 +93,7 @@ def table_after(markdown: str, heading: str) -> list[dict[str, str]]:
     lines = markdown.splitlines()
     start = lines.index(heading)
     table = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.startswith("#"):
             break
         if line.startswith("|"):
@@ -95,13 +127,25 @@ def test_rendered_report(rows) -> None:
     ]
     cells = table_after(text, "## cpu on CPU-A (2 threads)")
     speedups = {(c["exporter"], c["batch"]): c["speedup"] for c in cells}
-    assert speedups == {("eager-fp32", "1"): "1", ("onnx-fp32", "1"): "4", ("eager-fp32", "8"): "1",
-                        ("onnx-fp32", "8"): "2.5"}
+    assert speedups == {
+        ("eager-fp32", "1"): "1",
+        ("onnx-fp32", "1"): "4",
+        ("eager-fp32", "8"): "1",
+        ("onnx-fp32", "8"): "2.5",
+    }
     assert len(table_after(text, "## cpu on CPU-B (2 threads)")) == 3
 
     not_run = table_after(text, "### Not run")
-    assert not_run == [{"model": "m", "exporter": "eager-fp32", "backend": "pytorch", "status": "n/a",
-                        "reason": "no CUDA device (test build)", "cells": "2"}]
+    assert not_run == [
+        {
+            "model": "m",
+            "exporter": "eager-fp32",
+            "backend": "pytorch",
+            "status": "n/a",
+            "reason": "no CUDA device (test build)",
+            "cells": "2",
+        }
+    ]
     assert "Cells: 2 n/a, 7 ok." in text
     assert "### CPU-A (2 threads)" in text and "### CPU-B (2 threads)" in text
     env = table_after(text, "### CPU-A (2 threads)")

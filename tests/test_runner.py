@@ -92,9 +92,27 @@ def test_statuses_and_na_reasons(smoke) -> None:
 
 def test_rows_have_every_field(smoke) -> None:
     required = [
-        "model", "exporter", "backend", "device", "batch_size", "seq_len", "status", "reason", "accuracy",
-        "agreement", "max_abs_logit_diff", "params", "size_mb", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms",
-        "throughput_per_s", "iterations", "peak_rss_mb",
+        "model",
+        "exporter",
+        "backend",
+        "device",
+        "batch_size",
+        "seq_len",
+        "status",
+        "reason",
+        "accuracy",
+        "agreement",
+        "max_abs_logit_diff",
+        "params",
+        "size_mb",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "mean_ms",
+        "std_ms",
+        "throughput_per_s",
+        "iterations",
+        "peak_rss_mb",
     ]
     assert set(required) <= set(CELL_FIELDS)
     for r in smoke.rows:
