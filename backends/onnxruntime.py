@@ -28,6 +28,33 @@ class OrtSession(Session):
         return np.asarray(output, dtype=np.float32)
 
 
+class OrtCudaSession(OrtSession):
+    """CUDA with IOBinding: inputs are copied to the GPU once in ``prepare`` and outputs stay there,
+    so the timed call measures inference, not host-device transfers."""
+
+    def prepare(self, batch: Mapping[str, np.ndarray]) -> Any:
+        import onnxruntime
+
+        binding = self.session.io_binding()
+        for name in self.input_names:
+            value = onnxruntime.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch[name]), "cuda", 0)
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output(self.output_names[0], "cuda")
+        return binding
+
+    def run(self, prepared: Any) -> Any:
+        self.session.run_with_iobinding(prepared)
+        return prepared
+
+    def synchronize(self) -> None:
+        # run_with_iobinding already waits for the stream by default; this keeps the contract
+        # explicit should a run option make execution asynchronous.
+        pass
+
+    def logits(self, output: Any) -> np.ndarray:
+        return np.asarray(output.copy_outputs_to_cpu()[0], dtype=np.float32)
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     formats = frozenset({"onnx"})
@@ -60,7 +87,7 @@ class OnnxRuntimeBackend(Backend):
         # labelled "cuda" would be worse than no timing.
         if PROVIDERS[device] not in session.get_providers():
             raise RuntimeError(f"{PROVIDERS[device]} did not start (session uses {session.get_providers()})")
-        return OrtSession(session)
+        return OrtCudaSession(session) if device == "cuda" else OrtSession(session)
 
 
 BACKEND = OnnxRuntimeBackend()

@@ -41,7 +41,7 @@ class TorchSession(Session):
 
 class PyTorchBackend(Backend):
     name = "pytorch"
-    formats = frozenset({"transformers", "torch-dynamic-int8"})
+    formats = frozenset({"transformers", "transformers-fp16", "torch-dynamic-int8"})
     devices = ("cpu", "cuda")
     requires = ("torch", "transformers")
 
@@ -58,6 +58,8 @@ class PyTorchBackend(Backend):
     def cell_unavailable_reason(self, artifact_format: str, device: str) -> str | None:
         if artifact_format == "torch-dynamic-int8" and device != "cpu":
             return "PyTorch dynamic INT8 kernels exist only for CPU"
+        if artifact_format == "transformers-fp16" and device == "cpu":
+            return "FP16 eager is a GPU variant: CPUs without native FP16 matmul emulate it slowly"
         return None
 
     def load(self, artifact: Artifact, device: str, threads: int) -> TorchSession:
@@ -71,9 +73,10 @@ class PyTorchBackend(Backend):
         else:
             from transformers import AutoModelForSequenceClassification
 
+            dtype = torch.float16 if artifact.format == "transformers-fp16" else torch.float32
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = AutoModelForSequenceClassification.from_pretrained(artifact.path)
+                model = AutoModelForSequenceClassification.from_pretrained(artifact.path, torch_dtype=dtype)
         return TorchSession(model.eval().to(device), device)
 
 
