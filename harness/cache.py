@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 COMPLETE_MARKER = ".complete.json"
+log = logging.getLogger("harness")
 
 
 def fingerprint_dir(path: Path) -> str:
@@ -38,6 +40,7 @@ def dir_size_mb(path: Path) -> float:
 class ArtifactCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._verified: set[Path] = set()
 
     @staticmethod
     def key(*parts: Any) -> str:
@@ -48,8 +51,24 @@ class ArtifactCache:
         return self.root / kind / key
 
     def lookup(self, kind: str, key: str) -> Path | None:
+        """The entry if it is complete and its files still hash to what was recorded; a damaged
+        entry is removed (and so rebuilt) rather than trusted."""
         final = self.path(kind, key)
-        return final if (final / COMPLETE_MARKER).is_file() else None
+        marker = final / COMPLETE_MARKER
+        if not marker.is_file():
+            return None
+        if final in self._verified:
+            return final
+        try:
+            recorded = json.loads(marker.read_text(encoding="utf-8")).get("content_hash")
+        except (OSError, json.JSONDecodeError):
+            recorded = None
+        if recorded is None or recorded != fingerprint_dir(final):
+            log.warning("cache entry %s is damaged (content does not match its hash); rebuilding it", final)
+            shutil.rmtree(final, ignore_errors=True)
+            return None
+        self._verified.add(final)
+        return final
 
     def get_or_build(
         self, kind: str, key: str, build: Callable[[Path], Any], metadata: dict[str, Any] | None = None
@@ -63,7 +82,7 @@ class ArtifactCache:
         staging.mkdir(parents=True)
         try:
             build(staging)
-            record = {"key": key, "created": time.time(), **(metadata or {})}
+            record = {"key": key, "created": time.time(), "content_hash": fingerprint_dir(staging), **(metadata or {})}
             (staging / COMPLETE_MARKER).write_text(json.dumps(record, default=str), encoding="utf-8")
             if final.exists():  # an incomplete leftover from an interrupted build
                 shutil.rmtree(final)

@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("suite", type=Path)
     run.add_argument("--out", type=Path, help="output directory (default: the suite's output.dir)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted run")
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser("validate", parents=[common], help="check suite files without running")
@@ -72,8 +73,11 @@ def _validate(args: argparse.Namespace) -> int:
     from harness.suite import load_suite
 
     exporters, backends = _registries()
+    from harness.preflight import preflight
+
     for path in args.suites:
         suite = load_suite(path, exporters, backends)
+        preflight(suite, str(path))
         cells = len(suite.models) * len(suite.exporters) * len(suite.backends) * len(suite.devices)
         shapes = len(suite.shapes.batch_sizes) * len(suite.shapes.seq_lens)
         print(f"{path}: ok (suite '{suite.name}', hash {suite.content_hash()}, up to {cells * shapes} cells)")
@@ -103,17 +107,23 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from harness.results import read_rows
+    from harness.data import hub_reachable
+    from harness.preflight import preflight
+    from harness.results import read_rows, rows_of_run
     from harness.runner import Runner
     from harness.suite import load_suite
 
     exporters, backends = _registries()
     suite = load_suite(args.suite, exporters, backends)
+    preflight(suite, str(args.suite), hub_reachable=suite.task.source != "local" and hub_reachable())
     out_dir = args.out or Path(suite.output.dir)
     results_path, report_path = _output_paths(out_dir, suite.output_name(_hardware(suite.devices)))
-    runner = Runner(suite, exporters, backends, results_path, str(args.suite), progress=not args.no_progress)
+    runner = Runner(
+        suite, exporters, backends, results_path, str(args.suite), progress=not args.no_progress, fresh=args.fresh
+    )
     runner.run()
-    rows = [r for r in read_rows([results_path]) if r["run"].get("run_id") == runner.run_info["run_id"]]
+    info = runner.run_info
+    rows = rows_of_run(read_rows([results_path]), info["suite_hash"], info["env_fingerprint"])
     _write_report(rows, report_path, f"{suite.name}: benchmark report")
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"{len(rows)} cells ({ok} ok) -> {results_path}\nreport -> {report_path}")
@@ -137,10 +147,7 @@ def _output_paths(out_dir: Path, name: str) -> tuple[Path, Path]:
         probe.unlink()
     except OSError as error:
         raise HarnessError(f"output directory {out_dir} is not writable: {error.strerror}") from None
-    results_path = out_dir / f"{name}.jsonl"
-    if results_path.exists():
-        results_path.replace(out_dir / f"{name}.previous.jsonl")
-    return results_path, out_dir / f"{name}.md"
+    return out_dir / f"{name}.jsonl", out_dir / f"{name}.md"
 
 
 def _write_report(rows: list[dict], path: Path, title: str) -> None:

@@ -73,3 +73,12 @@ def machine_label(env: dict[str, Any]) -> str:
     """Short hardware name used to tell machines apart in merged reports."""
     cpu = str(env.get("cpu", "?"))
     return f"{env.get('gpu')} / {cpu}" if env.get("gpu") else f"{cpu} ({env.get('threads')} threads)"
+
+
+def environment_fingerprint(env: dict[str, Any]) -> str:
+    """Hash of what makes timings comparable: hardware, threads and versions, not load or commit."""
+    import hashlib
+    import json
+
+    stable = {k: v for k, v in env.items() if k not in ("load_avg_1m", "git_commit")}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -108,6 +108,16 @@ class ResultsWriter:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_torn_tail()
+
+    def _drop_torn_tail(self) -> None:
+        """A writer killed mid-line leaves a partial last line; cut it so the next row starts clean."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        data = self.path.read_bytes()
+        if not data.endswith(b"\n"):
+            with self.path.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
 
     def append(self, row: CellRow) -> None:
         with self.path.open("a", encoding="utf-8") as handle:
@@ -134,3 +144,19 @@ def read_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
             row["source_file"] = str(path)
             rows.append(row)
     return rows
+
+
+def cell_key(row: Any) -> tuple[str, ...]:
+    """What identifies a cell across runs (a row dict or a ``CellRow``)."""
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name)
+    return tuple(str(get(name)) for name in ("model", "exporter", "backend", "device", "batch_size", "seq_len"))
+
+
+def rows_of_run(rows: list[dict[str, Any]], suite_hash: str, env_fingerprint: str) -> list[dict[str, Any]]:
+    """The latest row of each cell for one suite on one environment, in first-seen cell order."""
+    latest: dict[tuple[str, ...], dict[str, Any]] = {}
+    for row in rows:
+        run = row.get("run", {})
+        if run.get("suite_hash") == suite_hash and run.get("env_fingerprint") == env_fingerprint:
+            latest[cell_key(row)] = row
+    return list(latest.values())

@@ -25,13 +25,13 @@ from harness.adapters import Artifact, Backend, Exporter
 from harness.cache import ArtifactCache, fingerprint_dir
 from harness.cells import CellContext, artifact_size_mb, error_row, ok_row
 from harness.data import TextSplit, load_split
-from harness.environment import collect_environment, package_versions
+from harness.environment import collect_environment, environment_fingerprint, package_versions
 from harness.errors import HarnessError
 from harness.inputs import encode, make_batches
 from harness.isolation import CellJob, CellOutcome, execute_cell, run_isolated
 from harness.pipeline import BuiltModel, ModelPipeline
 from harness.registry import Registry
-from harness.results import CellRow, ResultsWriter
+from harness.results import CellRow, ResultsWriter, cell_key, read_rows, rows_of_run
 from harness.suite import ExporterEntry, ModelConfig, Suite
 from harness.timing import Clock, TimingPolicy
 
@@ -60,11 +60,14 @@ class Runner:
         suite_file: str = "",
         clock: Clock = time.perf_counter,
         progress: bool = True,
+        fresh: bool = False,
     ) -> None:
         self.suite = suite
         self.exporters = exporters
         self.backends = backends
-        self.writer = ResultsWriter(results_path)
+        self.results_path = Path(results_path)
+        self.fresh = fresh
+        self.done: set[tuple[str, ...]] = set()
         self.cache = ArtifactCache(Path(suite.output.cache_dir))
         self.clock = clock
         self.progress = progress
@@ -85,11 +88,15 @@ class Runner:
 
     def run(self) -> list[CellRow]:
         suite = self.suite
+        self._check_required_devices()
+        env = collect_environment(suite.threads)
+        self.run_info["env"] = env
+        self.run_info["env_fingerprint"] = environment_fingerprint(env)
+        self._resume()
         eval_split = load_split(suite.task, suite.task.split, suite.task.max_samples, self.cache.root / "datasets")
         log.info("eval set: %d sentences from %s", len(eval_split.texts), eval_split.origin)
         built = ModelPipeline(suite, self.cache, eval_split).build_all()
         models = {c.name: self._prepare_model(c, built[c.name], eval_split) for c in suite.models}
-        self.run_info["env"] = collect_environment(suite.threads)
         self.run_info["eval_origin"] = eval_split.origin
         self.run_info["machine_peak"] = self._measure_peak()
         teacher = models[suite.baseline_model]
@@ -100,6 +107,31 @@ class Runner:
                 for entry in suite.exporters:
                     self._run_exporter(model, entry, eval_split, context_base)
         return self.rows
+
+    def _check_required_devices(self) -> None:
+        for device in self.suite.required_devices:
+            for name in self.suite.backends:
+                reason = self.backends.get(name).unavailable_reason(device)
+                if reason:
+                    raise HarnessError(f"device '{device}' is required by the suite but {name} cannot use it: {reason}")
+
+    def _resume(self) -> None:
+        """Keep finished cells of an interrupted run of the same suite on the same environment.
+
+        ``ok`` and ``n/a`` rows are kept and their cells skipped; ``error`` and ``timeout`` cells
+        run again. Rows of another suite version or environment are moved aside, not mixed in.
+        """
+        path = self.results_path
+        if path.is_file() and path.stat().st_size:
+            rows = read_rows([path])
+            mine = rows_of_run(rows, self.run_info["suite_hash"], self.run_info["env_fingerprint"])
+            if self.fresh or len(mine) < len(rows) or not mine:
+                path.replace(path.with_name(path.stem + ".previous.jsonl"))
+                log.info("previous results moved to %s", path.with_name(path.stem + ".previous.jsonl"))
+            else:
+                self.done = {cell_key(r) for r in mine if r["status"] in ("ok", "n/a")}
+                log.info("resuming: %d finished cells kept from %s", len(self.done), path)
+        self.writer = ResultsWriter(path)
 
     def _cell_count(self) -> int:
         per_model = len(self.suite.exporters) * len(self.suite.backends) * len(self.suite.devices)
@@ -213,12 +245,16 @@ class Runner:
         if reason:
             self._emit_all(base, backend.name, [device], "n/a", reason)
             return
+        shapes = [s for s in self._shapes() if self._key(base, *s) not in self.done]
+        self.bar.update(self._shape_count() - len(shapes))
+        if not shapes:
+            return
         self.bar.set_postfix_str(f"{base['model']}/{base['exporter']}/{backend.name}/{device}")
         job = CellJob(backend.name, artifact, device, self.suite.threads, self.policy, [])
         scored = self._execute(
             CellJob(**{**job.__dict__, "score_inputs": self._score_inputs(model.tokenizer, eval_split)})
         )
-        for batch_size, seq_len in self._shapes():
+        for batch_size, seq_len in shapes:
             batches = self._timing_inputs(model.tokenizer, eval_split, batch_size, seq_len)
             outcome = self._execute(CellJob(**{**job.__dict__, "timing_inputs": batches}))
             if outcome.status == "ok":
@@ -257,8 +293,15 @@ class Runner:
     ) -> None:
         for device in devices:
             for batch_size, seq_len in self._shapes():
+                if self._key({**base, "backend": backend, "device": device}, batch_size, seq_len) in self.done:
+                    self.bar.update(1 if count else 0)
+                    continue
                 fields = {**base, "backend": backend, "device": device, "batch_size": batch_size, "seq_len": seq_len}
                 self._emit(CellRow(**fields, status=status, reason=reason, run=self.run_info), count)
+
+    @staticmethod
+    def _key(base: dict[str, Any], batch_size: int, seq_len: int | str) -> tuple[str, ...]:
+        return cell_key({**base, "batch_size": batch_size, "seq_len": seq_len})
 
     def _emit(self, row: CellRow, count: bool = True) -> None:
         self.writer.append(row)

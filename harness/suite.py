@@ -166,6 +166,7 @@ class Suite(Strict):
     exporters: list[ExporterEntry] = Field(min_length=1)
     backends: list[str] = Field(min_length=1)
     devices: list[str] = Field(default=["cpu"], min_length=1)
+    required_devices: list[str] = Field(default_factory=list)
     shapes: ShapesConfig = ShapesConfig()
     threads: PositiveInt = 2
     accuracy_batch_size: PositiveInt = 32
@@ -194,6 +195,9 @@ class Suite(Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{key}: '{duplicates[0]}' appears twice (give exporters a distinct label)")
+        missing = [d for d in self.required_devices if d not in self.devices]
+        if missing:
+            raise ValueError(f"required_devices: '{missing[0]}' is not in devices")
         return self
 
     def output_name(self, hardware: str = "cpu") -> str:
