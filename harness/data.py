@@ -76,7 +76,7 @@ def load_split(
             raise DataNotFoundError(f"{origin}: no column '{column}' (columns: {', '.join(dataset.column_names)})")
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
-    texts = [str(t) for t in dataset[task.text_column]]
+    texts = [str(t).strip() for t in dataset[task.text_column]]
     labels = [int(label) for label in dataset[task.label_column]]
     return TextSplit(texts, labels, origin)
 
@@ -97,8 +97,9 @@ def _load_local(path: Path, cache_dir: Path | None):  # noqa: ANN202 (datasets t
     if builder == "csv":
         # SST-2's TSV has bare quotes inside sentences: quoting must be off or rows merge.
         options = {"delimiter": "\t" if path.suffix == ".tsv" else ",", "quoting": csv.QUOTE_NONE}
-        # A sentence such as "N/A" or "null" is text, not a missing value.
-        options.update(keep_default_na=False, na_filter=False)
+        # A sentence such as "N/A" or "null" is text, not a missing value. SST-2's train.tsv ends
+        # each sentence with a stray CR: lines end at LF only, and texts are stripped below.
+        options.update(keep_default_na=False, na_filter=False, lineterminator="\n")
     datasets.disable_progress_bars()
     return datasets.load_dataset(
         builder,

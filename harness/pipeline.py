@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness.cache import ArtifactCache, fingerprint_dir
+from harness.compress.options import StageOptions
 from harness.data import TextSplit, load_split
 from harness.environment import package_versions
 from harness.models import resolve_model_source
@@ -114,11 +115,11 @@ class ModelPipeline:
 
             # with a hidden-state loss the teacher runs alongside the student anyway
             needs_logits = not config.distill.hidden_loss_weight
-            logits = self.teacher_logits(parent, config.distill.max_length) if needs_logits else None
+            logits = self.teacher_logits(parent, config.distill) if needs_logits else None
             return distill(parent.path, train.texts, train.labels, config.distill, out, logits, **self._eval_kwargs())
         from harness.compress.prune import prune
 
-        logits = self.teacher_logits(teacher, config.prune.max_length)
+        logits = self.teacher_logits(teacher, config.prune)
         return prune(parent.path, train.texts, train.labels, config.prune, out, logits, **self._eval_kwargs())
 
     def _root(self, model: BuiltModel) -> BuiltModel:
@@ -127,15 +128,17 @@ class ModelPipeline:
             model = self.built[model.parent]
         return model
 
-    def teacher_logits(self, teacher: BuiltModel, max_length: int) -> np.ndarray:
+    def teacher_logits(self, teacher: BuiltModel, options: StageOptions) -> np.ndarray:
         """Teacher logits over the whole train split, computed once and cached on disk."""
-        key = self.cache.key("logits", teacher.key, self._train_identity(), max_length)
+        key = self.cache.key("logits", teacher.key, self._train_identity(), options.max_length, options.bf16)
 
         def compute(out: Path) -> None:
             from harness.compress.distill import compute_teacher_logits
 
             log.info("%s: teacher logits over %d train sentences", teacher.name, len(self.train.texts))
-            logits = compute_teacher_logits(teacher.path, self.train.texts, max_length=max_length)
+            logits = compute_teacher_logits(
+                teacher.path, self.train.texts, max_length=options.max_length, device=options.device, bf16=options.bf16
+            )
             np.save(out / LOGITS_FILE, logits)
 
         return np.load(self.cache.get_or_build("logits", key, compute) / LOGITS_FILE)

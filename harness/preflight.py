@@ -83,11 +83,12 @@ def _read_columns(path: Path, label_column: str) -> tuple[list[str], list[int]]:
         columns = list(rows[0]) if rows else []
         values = [row.get(label_column) for row in rows]
     else:
+        # split on LF only, as the loader does: SST-2's train.tsv has stray CRs inside lines
         delimiter = "\t" if path.suffix == ".tsv" else ","
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE)
-            columns = list(reader.fieldnames or [])
-            values = [row.get(label_column) for row in reader]
+        lines = [line for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+        reader = csv.DictReader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE)
+        columns = list(reader.fieldnames or [])
+        values = [(row.get(label_column) or "").strip() for row in reader]
     labels = []
     for value in values:
         try:

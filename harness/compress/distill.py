@@ -1,0 +1,266 @@
+"""Stage 2: layer-dropping knowledge distillation (teacher -> shallower student).
+
+The student is initialised from a subset of the teacher's layers (as in DistilBERT / "Poor
+Man's BERT"), then trained on a mix of soft teacher targets and hard labels. Teacher logits are
+precomputed once (one inference pass) unless a hidden-state loss needs the teacher per batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.compress.batching import Encoded, encode
+from harness.compress.options import DistillOptions
+from harness.compress.training import (
+    accuracy,
+    options_dict,
+    predict_logits,
+    resolve_device,
+    set_seed,
+    subsample,
+    subset,
+    train_loop,
+)
+
+_LAYER_KEY = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """``alpha*T^2*KL(p_t || p_s) + (1-alpha)*CE(z_s, y)`` with p = softmax(z/T), KL batch-mean.
+
+    The T^2 factor keeps soft-target gradients on the same scale as the hard loss when T changes
+    (Hinton et al. 2015).
+    """
+    s = student_logits.float()
+    t = teacher_logits.float()
+    kl = F.kl_div(
+        F.log_softmax(s / temperature, dim=-1),
+        F.log_softmax(t / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    ce = F.cross_entropy(s, labels)
+    return alpha * temperature**2 * kl + (1.0 - alpha) * ce
+
+
+def make_student(teacher_model: torch.nn.Module, layers: list[int]) -> torch.nn.Module:
+    """Same architecture with only ``layers`` of the teacher's encoder, weights copied.
+
+    Everything outside the encoder stack (embeddings, pooler, classifier) is copied verbatim.
+    ``config.num_hidden_layers`` shrinks, so the result reloads with ``from_pretrained``.
+    """
+    n_teacher = teacher_model.config.num_hidden_layers
+    if not layers or any(not 0 <= i < n_teacher for i in layers) or len(set(layers)) != len(layers):
+        raise ValueError(f"layers must be distinct indices in [0, {n_teacher}), got {layers}")
+    config = copy.deepcopy(teacher_model.config)
+    config.num_hidden_layers = len(layers)
+    # Carry head pruning along so the freshly built student has matching attention shapes.
+    old_pruned = {int(k): v for k, v in (teacher_model.config.pruned_heads or {}).items()}
+    config.pruned_heads = {new: list(old_pruned[old]) for new, old in enumerate(layers) if old in old_pruned}
+    config.distilled_from_layers = list(layers)  # provenance, read by lineage.describe_model
+    student = type(teacher_model)(config)
+
+    new_of_old = {old: new for new, old in enumerate(layers)}
+    state = {}
+    for key, value in teacher_model.state_dict().items():
+        m = _LAYER_KEY.search(key)
+        if m is None:
+            state[key] = value.clone()
+        elif int(m.group(2)) in new_of_old:
+            new_key = key[: m.start(2)] + str(new_of_old[int(m.group(2))]) + key[m.end(2) :]
+            state[new_key] = value.clone()
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    # Only non-persistent buffers may legitimately be absent; anything else is a mapping bug.
+    if unexpected or [k for k in missing if "position_ids" not in k]:
+        raise RuntimeError(f"student weight copy mismatch: missing={missing} unexpected={unexpected}")
+    return student
+
+
+def compute_teacher_logits(
+    teacher_dir: Path,
+    texts: Sequence[str],
+    batch_size: int = 128,
+    max_length: int = 128,
+    device: str = "cpu",
+    bf16: bool = False,
+) -> np.ndarray:
+    """Teacher logits for ``texts`` in their original order (float32, shape [n, num_labels])."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    dev = resolve_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).to(dev).eval()
+    return predict_logits(model, encode(tokenizer, texts, max_length), batch_size, dev, bf16)
+
+
+def _hidden_mse(s_states, t_states, layer_map: Sequence[int], mask: torch.Tensor) -> torch.Tensor:
+    # Index 0 is the embedding output; student layer i (output i+1) imitates teacher layer
+    # layer_map[i]. Padding positions are excluded so batch composition does not bias the loss.
+    m = mask.unsqueeze(-1).float()
+    denom = m.sum() * s_states[0].shape[-1]
+    total = s_states[0].new_zeros((), dtype=torch.float32)
+    for i, t_layer in enumerate(layer_map):
+        diff = (s_states[i + 1].float() - t_states[t_layer + 1].float()) * m
+        total = total + diff.pow(2).sum() / denom
+    return total / len(layer_map)
+
+
+def train_with_distillation(
+    student: torch.nn.Module,
+    encoded: Encoded,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    *,
+    temperature: float,
+    alpha: float,
+    epochs: float,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    bf16: bool,
+    warmup_ratio: float = 0.06,
+    weight_decay: float = 0.01,
+    teacher: torch.nn.Module | None = None,
+    hidden_loss_weight: float = 0.0,
+    layer_map: Sequence[int] | None = None,
+    desc: str = "distill",
+) -> dict:
+    """The distillation loop proper; used by :func:`distill` and by pruning recovery.
+
+    ``labels``/``teacher_logits`` are indexed by position in ``encoded``. When ``teacher`` is
+    given it runs per batch (needed for the hidden-state loss, and supplies logits when
+    ``teacher_logits`` is None).
+    """
+    use_hidden = hidden_loss_weight > 0
+    if use_hidden and (teacher is None or layer_map is None):
+        raise ValueError("hidden_loss_weight > 0 needs the teacher model and a layer_map")
+    if teacher_logits is None and teacher is None:
+        raise ValueError("need teacher_logits or a teacher model")
+    if teacher is not None:
+        teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    def step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], idx: np.ndarray) -> torch.Tensor:
+        out = model(**batch, output_hidden_states=use_hidden)
+        t_out = None
+        if teacher is not None and (use_hidden or teacher_logits is None):
+            with torch.no_grad():
+                t_out = teacher(**batch, output_hidden_states=use_hidden)
+        t_logits = teacher_logits[idx].to(device) if teacher_logits is not None else t_out.logits
+        loss = distillation_loss(out.logits, t_logits, labels[idx].to(device), temperature, alpha)
+        if use_hidden:
+            loss = loss + hidden_loss_weight * _hidden_mse(
+                out.hidden_states, t_out.hidden_states, layer_map, batch["attention_mask"]
+            )
+        return loss
+
+    return train_loop(
+        student,
+        encoded,
+        step_loss,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        seed=seed,
+        device=device,
+        bf16=bf16,
+        desc=desc,
+    )
+
+
+def distill(
+    teacher_dir: Path,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    options: DistillOptions,
+    out_dir: Path,
+    teacher_logits: np.ndarray | None = None,
+    eval_texts: Sequence[str] | None = None,
+    eval_labels: Sequence[int] | None = None,
+) -> dict:
+    """Build a student from ``options.layers`` of the teacher and distil it; save to ``out_dir``.
+
+    ``teacher_logits``, if given, must align with ``texts`` (full list, before subsampling).
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if len(texts) != len(labels):
+        raise ValueError("texts and labels differ in length")
+    device = resolve_device(options.device)
+    set_seed(options.seed)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    student = make_student(teacher, list(options.layers))
+
+    idx = subsample(len(texts), options.max_train_samples, options.seed)
+    enc = subset(encode(tokenizer, texts, options.max_length), idx)
+    report: dict = {
+        "stage": "distill",
+        "options": options_dict(options),
+        "train_samples": len(idx),
+        "teacher_dir": str(teacher_dir),
+    }
+
+    t_logits = None
+    if teacher_logits is not None:
+        if len(teacher_logits) != len(texts):
+            raise ValueError("teacher_logits must have one row per text")
+        t_logits = torch.as_tensor(np.asarray(teacher_logits)[idx], dtype=torch.float32)
+    elif options.hidden_loss_weight <= 0:
+        start = time.perf_counter()
+        t_logits = torch.as_tensor(predict_logits(teacher.to(device), enc, 128, device, options.bf16))
+        report["teacher_logits_seconds"] = time.perf_counter() - start
+    y = torch.tensor([int(labels[int(i)]) for i in idx], dtype=torch.long)
+
+    stats = train_with_distillation(
+        student,
+        enc,
+        y,
+        t_logits,
+        temperature=options.temperature,
+        alpha=options.alpha,
+        epochs=options.epochs,
+        learning_rate=options.learning_rate,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        device=device,
+        bf16=options.bf16,
+        warmup_ratio=options.warmup_ratio,
+        weight_decay=options.weight_decay,
+        teacher=teacher if options.hidden_loss_weight > 0 else None,
+        hidden_loss_weight=options.hidden_loss_weight,
+        layer_map=list(options.layers),
+    )
+    report.update(stats)
+    if eval_texts is not None and eval_labels is not None:
+        logits = predict_logits(
+            student, encode(tokenizer, eval_texts, options.max_length), device=device, bf16=options.bf16
+        )
+        report["eval_accuracy"] = accuracy(logits, eval_labels)
+        report["eval_samples"] = len(eval_labels)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    student.to("cpu").save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "compress_report.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,298 @@
+"""Stage 3: structured pruning (attention heads + FFN neurons) with distillation recovery,
+plus unstructured magnitude pruning.
+
+Importance follows Michel et al. 2019 ("Are Sixteen Heads Really Better than One?"): put a
+multiplicative mask of ones on every head / FFN neuron and accumulate |dLoss/dmask| over a
+slice of training data; a low score means the loss barely depends on that unit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import prune as torch_prune
+
+from harness.compress.batching import Encoded, bucket_batches, collate, encode
+from harness.compress.distill import train_with_distillation
+from harness.compress.options import PruneOptions
+from harness.compress.training import (
+    accuracy,
+    autocast,
+    options_dict,
+    predict_logits,
+    resolve_device,
+    set_seed,
+    subsample,
+    subset,
+)
+
+
+def _layers(model: torch.nn.Module):
+    return model.base_model.encoder.layer
+
+
+def compute_importance(
+    model: torch.nn.Module,
+    encoded: Encoded,
+    labels: torch.Tensor,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Return (head importance [layers, heads], per-layer FFN neuron importance).
+
+    The model must not already have pruned heads (the head mask needs a rectangular shape).
+    Scores are summed |gradient| per batch -- a cheap stand-in for Michel's per-example mean.
+    """
+    device = torch.device(device)
+    cfg = model.config
+    if any((cfg.pruned_heads or {}).values()):
+        raise ValueError("compute_importance needs a model without pruned heads")
+    model.to(device).eval()  # eval: dropout noise would blur the ranking
+    saved = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)  # only mask gradients are needed; skip weight grads entirely
+
+    n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
+    head_mask = torch.ones(n_layers, n_heads, device=device, requires_grad=True)
+    ffn_masks = [
+        torch.ones(layer.intermediate.dense.out_features, device=device, requires_grad=True) for layer in _layers(model)
+    ]
+    head_imp = torch.zeros(n_layers, n_heads)
+    ffn_imp = [torch.zeros(m.numel()) for m in ffn_masks]
+    hooks = [
+        layer.intermediate.register_forward_hook(lambda _m, _i, out, mask=mask: out * mask)
+        for layer, mask in zip(_layers(model), ffn_masks)
+    ]
+    try:
+        for idx in bucket_batches(encoded.lengths, batch_size, shuffle=False):
+            batch = {k: v.to(device) for k, v in collate(encoded, idx).items()}
+            with autocast(device, bf16):
+                logits = model(**batch, head_mask=head_mask).logits.float()
+            loss = F.cross_entropy(logits, labels[idx].to(device), reduction="sum")
+            grads = torch.autograd.grad(loss, [head_mask, *ffn_masks])
+            head_imp += grads[0].abs().float().cpu()
+            for acc, g in zip(ffn_imp, grads[1:]):
+                acc += g.abs().float().cpu()
+    finally:
+        for h in hooks:
+            h.remove()
+        for p, r in zip(model.parameters(), saved):
+            p.requires_grad_(r)
+    return head_imp, ffn_imp
+
+
+def select_heads(head_imp: torch.Tensor, fraction: float) -> dict[int, list[int]]:
+    """Globally lowest heads, ``round(fraction*total)`` of them, never emptying a layer.
+
+    Scores are L2-normalised per layer first (Michel et al.): raw gradient scale differs
+    by depth, which would otherwise make whole layers look unimportant.
+    """
+    norm = head_imp / head_imp.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    n_layers, n_heads = norm.shape
+    target = int(round(fraction * n_layers * n_heads))
+    left = [n_heads] * n_layers
+    chosen: dict[int, list[int]] = {}
+    for flat in torch.argsort(norm.flatten(), stable=True).tolist():
+        if target == 0:
+            break
+        layer, head = divmod(flat, n_heads)
+        if left[layer] <= 1:
+            continue
+        chosen.setdefault(layer, []).append(head)
+        left[layer] -= 1
+        target -= 1
+    return {k: sorted(v) for k, v in sorted(chosen.items())}
+
+
+def prune_ffn(model: torch.nn.Module, keep: list[torch.Tensor]) -> None:
+    """Keep only the given intermediate neurons per layer (all layers must keep equally many,
+    because BERT's config has a single ``intermediate_size`` and from_pretrained must match)."""
+    from transformers.pytorch_utils import prune_linear_layer
+
+    widths = {len(k) for k in keep}
+    if len(widths) != 1:
+        raise ValueError("every layer must keep the same number of FFN neurons")
+    for layer, idx in zip(_layers(model), keep):
+        idx = torch.as_tensor(idx, dtype=torch.long).sort().values
+        layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, idx, dim=0)
+        layer.output.dense = prune_linear_layer(layer.output.dense, idx, dim=1)
+    model.config.intermediate_size = widths.pop()
+
+
+def prune_structured(
+    model: torch.nn.Module,
+    head_fraction: float,
+    ffn_fraction: float,
+    importance_samples: int,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    tokenizer,
+    *,
+    max_length: int = 128,
+    batch_size: int = 32,
+    seed: int = 0,
+    bf16: bool = False,
+    device: str = "cpu",
+) -> dict:
+    """Score on ``importance_samples`` random examples, then physically remove the lowest
+    ``head_fraction`` of heads (global, >=1 per layer) and ``ffn_fraction`` of FFN neurons
+    (same count in every layer). Modifies ``model`` in place; returns what was removed."""
+    if not (0 <= head_fraction < 1 and 0 <= ffn_fraction < 1):
+        raise ValueError("fractions must be in [0, 1)")
+    dev = resolve_device(device)
+    idx = subsample(len(texts), importance_samples, seed)
+    enc = subset(encode(tokenizer, texts, max_length), idx)
+    y = torch.tensor([int(labels[int(i)]) for i in idx], dtype=torch.long)
+    start = time.perf_counter()
+    head_imp, ffn_imp = compute_importance(model, enc, y, batch_size, dev, bf16)
+
+    heads = select_heads(head_imp, head_fraction) if head_fraction > 0 else {}
+    width = ffn_imp[0].numel()
+    n_keep = max(1, width - int(round(ffn_fraction * width)))
+    keep = [torch.argsort(imp, descending=True, stable=True)[:n_keep] for imp in ffn_imp]
+    if heads:
+        model.prune_heads(heads)
+    if n_keep < width:
+        prune_ffn(model, keep)
+    return {
+        "pruned_heads": {int(k): v for k, v in heads.items()},
+        "heads_removed": sum(len(v) for v in heads.values()),
+        "ffn_width_before": width,
+        "ffn_width_after": n_keep,
+        "importance_samples": len(idx),
+        "importance_seconds": time.perf_counter() - start,
+    }
+
+
+def prune(
+    student_dir: Path,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    options: PruneOptions,
+    out_dir: Path,
+    teacher_logits: np.ndarray | None = None,
+    teacher_dir: Path | None = None,
+    eval_texts: Sequence[str] | None = None,
+    eval_labels: Sequence[int] | None = None,
+) -> dict:
+    """Structured prune of ``student_dir`` then distillation recovery; save to ``out_dir``.
+
+    Soft targets come from ``teacher_logits`` (aligned with ``texts``), else from running
+    ``teacher_dir``, else from the unpruned student itself (self-distillation).
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    device = resolve_device(options.device)
+    set_seed(options.seed)
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(student_dir)
+    report: dict = {"stage": "prune", "options": options_dict(options), "student_dir": str(student_dir)}
+
+    idx = subsample(len(texts), options.max_train_samples, options.seed)
+    enc = subset(encode(tokenizer, texts, options.max_length), idx)
+    if teacher_logits is not None:
+        if len(teacher_logits) != len(texts):
+            raise ValueError("teacher_logits must have one row per text")
+        t_logits = np.asarray(teacher_logits)[idx]
+        report["soft_targets"] = "given"
+    else:
+        start = time.perf_counter()
+        source = model
+        if teacher_dir is not None:
+            source = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+        t_logits = predict_logits(source.to(device), enc, 128, device, options.bf16)
+        report["soft_targets"] = str(teacher_dir) if teacher_dir is not None else "self"
+        report["teacher_logits_seconds"] = time.perf_counter() - start
+
+    report["structure"] = prune_structured(
+        model,
+        options.head_fraction,
+        options.ffn_fraction,
+        options.importance_samples,
+        texts,
+        labels,
+        tokenizer,
+        max_length=options.max_length,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        bf16=options.bf16,
+        device=options.device,
+    )
+    eval_enc = encode(tokenizer, eval_texts, options.max_length) if eval_texts is not None else None
+    if eval_enc is not None and eval_labels is not None:
+        report["eval_accuracy_before_recovery"] = accuracy(
+            predict_logits(model, eval_enc, device=device, bf16=options.bf16), eval_labels
+        )
+
+    y = torch.tensor([int(labels[int(i)]) for i in idx], dtype=torch.long)
+    if options.recovery_epochs > 0:
+        report.update(
+            train_with_distillation(
+                model,
+                enc,
+                y,
+                torch.as_tensor(t_logits, dtype=torch.float32),
+                temperature=options.temperature,
+                alpha=options.alpha,
+                epochs=options.recovery_epochs,
+                learning_rate=options.learning_rate,
+                batch_size=options.batch_size,
+                seed=options.seed,
+                device=device,
+                bf16=options.bf16,
+                warmup_ratio=options.warmup_ratio,
+                weight_decay=options.weight_decay,
+                desc="prune-recovery",
+            )
+        )
+    report["train_samples"] = len(idx)
+    if eval_enc is not None and eval_labels is not None:
+        report["eval_accuracy"] = accuracy(
+            predict_logits(model, eval_enc, device=device, bf16=options.bf16), eval_labels
+        )
+        report["eval_samples"] = len(eval_labels)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to("cpu").save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "compress_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _magnitude_targets(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
+    # Encoder Linear weights only: embeddings are lookups (sparsity buys no FLOPs) and the
+    # tiny classifier is too sensitive for what it would save.
+    return [(m, "weight") for m in model.base_model.encoder.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def magnitude_prune(model: torch.nn.Module, sparsity: float) -> torch.nn.Module:
+    """Zero the globally smallest-|w| ``sparsity`` fraction of encoder Linear weights, in place.
+
+    ``prune.remove`` bakes the mask in, so the result is plain tensors with zeros (saveable,
+    exportable) rather than weight_orig/weight_mask reparametrisations.
+    """
+    if not 0 <= sparsity < 1:
+        raise ValueError("sparsity must be in [0, 1)")
+    targets = _magnitude_targets(model)
+    torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=sparsity)
+    for module, name in targets:
+        torch_prune.remove(module, name)
+    return model
+
+
+def sparsity(model: torch.nn.Module) -> float:
+    """Fraction of exactly-zero entries over the encoder Linear weights (same set as above)."""
+    total = zeros = 0
+    for module, name in _magnitude_targets(model):
+        w = getattr(module, name)
+        total += w.numel()
+        zeros += int((w == 0).sum())
+    return zeros / total if total else 0.0
