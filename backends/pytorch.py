@@ -76,7 +76,7 @@ class PyTorchBackend(Backend):
             dtype = torch.float16 if artifact.format == "transformers-fp16" else torch.float32
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = AutoModelForSequenceClassification.from_pretrained(artifact.path, torch_dtype=dtype)
+                model = AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype=dtype)
         return TorchSession(model.eval().to(device), device)
 
 

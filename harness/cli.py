@@ -14,7 +14,9 @@ from harness.errors import HarnessError
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    # only our own progress at INFO: runtimes log every graph fusion there
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("harness").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return args.handler(args)
     except HarnessError as error:

@@ -137,6 +137,7 @@ def _lineage(frame: pd.DataFrame) -> str:
     reference = frame[(frame["exporter"] == "eager-fp32") & (frame["device"] == "cpu") & (frame["status"] == "ok")]
     accuracy = reference.drop_duplicates(subset=["model"]).set_index("model")["accuracy"] * 100
     table["accuracy (%)"] = table["model"].map(accuracy)
+    table[["parent", "stage"]] = table[["parent", "stage"]].fillna("—")
     return "## Models\n\n" + table.rename(columns=LINEAGE_FIELDS).to_markdown(
         index=False, floatfmt=".4g", missingval="—"
     )
