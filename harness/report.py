@@ -224,6 +224,10 @@ def _notes(frame: pd.DataFrame) -> str:
         "- Latency is one call of the backend on prepared inputs, device-synchronised, each cell in its own "
         f"process; percentiles use the `{', '.join(methods) or 'linear'}` method over all timed iterations, "
         "and the p50 interval is a seeded 95% percentile bootstrap.",
+        "- The 95% intervals describe sampling noise within this run. Between runs, CPU frequency, cache and "
+        "memory placement and other tenants move p50s by more than that (on the reference 2-core VM, 1-7% for "
+        "INT8 cells and up to about 30% for FP32 cells between back-to-back runs), so judge a change between "
+        "runs with `harness compare` and its threshold, not by overlapping intervals.",
         "- speedup = baseline p50 / cell p50 at the same hardware, device, batch size and sequence length.",
         "- agreement and max abs logit diff compare each variant with its source model in eager FP32 on CPU over "
         "the whole eval split. McNemar p is the exact test of the variant's per-example correctness against the "
