@@ -164,7 +164,8 @@ def _speed_table(ok: pd.DataFrame, with_hardware: bool) -> str:
 
 def _markdown(table: pd.DataFrame, columns: Mapping[str, str], with_hardware: bool) -> str:
     names = [c for c in columns if c in table and (with_hardware or c != "hardware")]
-    return table[names].rename(columns=columns).to_markdown(index=False, floatfmt=".4g", missingval="—")
+    shown = table[names].astype(object).where(table[names].notna(), None)  # tabulate marks only None
+    return shown.rename(columns=columns).to_markdown(index=False, floatfmt=".4g", missingval="—")
 
 
 def _interval(low: float, high: float) -> str:

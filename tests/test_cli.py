@@ -17,8 +17,10 @@ def test_smoke_run_writes_results_and_report(smoke_run) -> None:
     assert len(read_jsonl(results)) == 40
     text = report.read_text(encoding="utf-8")
     assert text.startswith("# smoke: benchmark report\n")
-    assert "## cpu on " in text
-    assert "## Environment" in text
+    assert "\n## cpu\n" in text and "### Accuracy" in text and "### Latency" in text
+    assert "## Models" in text and "## Environment" in text
+    assert "![cpu: accuracy against p50 latency, Pareto frontier marked](smoke-cpu-pareto.png)" in text
+    assert (smoke_run.out_dir / "smoke-cpu-pareto.png").stat().st_size > 10_000
     if not torch.cuda.is_available():
         assert "### Not run" in text and "no CUDA device" in text
     assert "Traceback" not in proc.stderr

@@ -104,7 +104,7 @@ def table_after(markdown: str, heading: str) -> list[dict[str, str]]:
 
 def test_speedup_is_baseline_p50_over_p50(rows) -> None:
     frame = add_speedups(rows_frame(rows))
-    got = {(r.machine, r.exporter, r.device, r.batch_size): r.speedup for r in frame.itertuples()}
+    got = {(r.hardware, r.exporter, r.device, r.batch_size): r.speedup for r in frame.itertuples()}
     assert got[("CPU-A (2 threads)", "eager-fp32", "cpu", 1)] == 1.0
     assert got[("CPU-A (2 threads)", "onnx-fp32", "cpu", 1)] == 4.0
     assert got[("CPU-A (2 threads)", "eager-fp32", "cpu", 8)] == 1.0
@@ -118,26 +118,27 @@ def test_rendered_report(rows) -> None:
     text = render_report(rows, "My title")
     assert text.startswith("# My title\n")
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings == [
-        "## cpu on CPU-A (2 threads)",
-        "## cuda on CPU-A (2 threads)",
-        "## cpu on CPU-B (2 threads)",
-        "## Environment",
-        "## Notes",
-    ]
-    cells = table_after(text, "## cpu on CPU-A (2 threads)")
-    speedups = {(c["exporter"], c["batch"]): c["speedup"] for c in cells}
+    assert headings == ["## cpu", "## cuda", "## Environment", "## Notes"]
+    cells = table_after(text, "### Latency")  # the cpu section's; both machines share it
+    speedups = {(c["hardware"], c["exporter"], c["batch"]): c["speedup"] for c in cells}
     assert speedups == {
-        ("eager-fp32", "1"): "1",
-        ("onnx-fp32", "1"): "4",
-        ("eager-fp32", "8"): "1",
-        ("onnx-fp32", "8"): "2.5",
+        ("CPU-A (2 threads)", "eager-fp32", "1"): "1",
+        ("CPU-A (2 threads)", "onnx-fp32", "1"): "4",
+        ("CPU-A (2 threads)", "eager-fp32", "8"): "1",
+        ("CPU-A (2 threads)", "onnx-fp32", "8"): "2.5",
+        ("CPU-B (2 threads)", "eager-fp32", "1"): "1",
+        ("CPU-B (2 threads)", "onnx-fp32", "1"): "4",
+        ("CPU-B (2 threads)", "onnx-fp32", "8"): "—",
     }
-    assert len(table_after(text, "## cpu on CPU-B (2 threads)")) == 3
+    accuracy = table_after(text, "### Accuracy")
+    assert {(c["hardware"], c["exporter"]) for c in accuracy} == {
+        (h, e) for h in ("CPU-A (2 threads)", "CPU-B (2 threads)") for e in ("eager-fp32", "onnx-fp32")
+    }
 
     not_run = table_after(text, "### Not run")
     assert not_run == [
         {
+            "hardware": "CPU-A (2 threads)",
             "model": "m",
             "exporter": "eager-fp32",
             "backend": "pytorch",
@@ -172,7 +173,7 @@ def test_report_cli_from_files(rows, tmp_path: Path) -> None:
     assert proc.stdout == f"9 rows -> {out}\n"
     text = out.read_text(encoding="utf-8")
     assert text.startswith("# Merged\n")
-    assert "## cpu on CPU-A (2 threads)" in text and "## cpu on CPU-B (2 threads)" in text
+    assert "## cpu\n" in text and "| CPU-A (2 threads) |" in text and "| CPU-B (2 threads) |" in text
     assert "### Not run" in text
 
 
