@@ -82,7 +82,7 @@ def test_closest_and_unknown_name_message() -> None:
 def test_builtin_names(monkeypatch) -> None:
     monkeypatch.delenv("HARNESS_PLUGIN_PATH", raising=False)
     assert backends().names() == ["onnxruntime", "pytorch"]
-    assert exporters().names() == ["eager-fp32", "onnx-fp32", "ort-int8", "torch-dynamic-int8"]
+    assert exporters().names() == ["eager-fp16", "eager-fp32", "onnx-fp32", "ort-int8", "torch-dynamic-int8"]
     with pytest.raises(UnknownNameError, match="did you mean 'pytorch'"):
         backends().get("pytorc")
 

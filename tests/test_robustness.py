@@ -168,7 +168,9 @@ def test_unwritable_output_directory_fails_before_work(tmp_path: Path) -> None:
                                                 f"{os.strerror(20)}"]  # fmt: skip
 
 
-def _tiny_suite(tmp_path: Path, toy_data_root: Path, cache_dir: Path, backends: list[str], shapes: dict) -> Path:
+def _tiny_suite(
+    tmp_path: Path, toy_data_root: Path, cache_dir: Path, backends: list[str], shapes: dict, min_seconds: float = 0.4
+) -> Path:
     raw = {
         "name": "resume",
         "task": {"local": str(toy_data_root / "toy"), "source": "local"},
@@ -178,7 +180,7 @@ def _tiny_suite(tmp_path: Path, toy_data_root: Path, cache_dir: Path, backends: 
         "devices": ["cpu"],
         "shapes": shapes,
         "threads": 1,
-        "timing": {"warmup": 1, "min_iterations": 5, "min_seconds": 0.4, "max_seconds": 5},
+        "timing": {"warmup": 1, "min_iterations": 5, "min_seconds": min_seconds, "max_seconds": 5},
         "baseline": {"exporter": "onnx-fp32", "backend": backends[0]},
         "output": {"cache_dir": str(cache_dir)},
     }
@@ -209,7 +211,8 @@ def test_interrupted_run_resumes_to_the_same_rows(how: int, tmp_path: Path, toy_
     (plugins / "spin.py").write_text(SPIN, encoding="utf-8")
     env = cli_env(HARNESS_PLUGIN_PATH=str(plugins.parent), SPIN_FACTOR="1")
     shapes = {"batch_sizes": [1, 2, 3], "seq_lens": ["dynamic", 8]}
-    suite = _tiny_suite(tmp_path, toy_data_root, cache_dir, ["ort-spin"], shapes)
+    # a second per cell leaves the interrupt seconds to land before the last of the six cells
+    suite = _tiny_suite(tmp_path, toy_data_root, cache_dir, ["ort-spin"], shapes, min_seconds=1.0)
     out = tmp_path / "out"
     results = out / "resume.jsonl"
     command = [sys.executable, "-m", "harness", "run", str(suite), "--out", str(out), "--no-progress"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness_testutil import REPO, run_cli
+from harness_testutil import REPO, TOY_ROWS, run_cli, write_tsv
 
 from harness.errors import SuiteError
 from harness.registry import backends, exporters
@@ -39,6 +39,10 @@ def suite_with(**changes: Any) -> dict[str, Any]:
 
 
 def write_suite(tmp_path: Path, raw: Any, name: str = "suite.yaml") -> Path:
+    """Write a suite; its toy data folder is created next to it, since validate checks the data."""
+    if isinstance(raw, dict) and isinstance(raw.get("task"), dict) and raw["task"].get("local") == "toy":
+        write_tsv(tmp_path / "toy" / "validation.tsv", TOY_ROWS)
+        raw = {**raw, "task": {**raw["task"], "local": str(tmp_path / "toy")}}
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
@@ -199,7 +203,7 @@ def test_validate_many_files_stops_at_first_bad(tmp_path: Path) -> None:
 
 def test_content_hash_ignores_key_order_and_comments(tmp_path: Path) -> None:
     a = write_suite(tmp_path, BASE, "a.yaml")
-    reordered = dict(reversed(list(copy.deepcopy(BASE).items())))
+    reordered = dict(reversed(list(yaml.safe_load(a.read_text(encoding="utf-8")).items())))
     b = tmp_path / "b.yaml"
     b.write_text("# a comment\n" + yaml.safe_dump(reordered, sort_keys=False), encoding="utf-8")
     assert load_suite(a).content_hash() == load_suite(b).content_hash()
