@@ -216,7 +216,16 @@ def test_interrupted_run_resumes_to_the_same_rows(how: int, tmp_path: Path, toy_
     out = tmp_path / "out"
     results = out / "resume.jsonl"
     command = [sys.executable, "-m", "harness", "run", str(suite), "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    # A terminal's Ctrl-C reaches a process whose SIGINT is at its default; CI may start us with
+    # SIGINT ignored (a background shell), which Python would then keep ignoring.
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not results.exists() or len(read_jsonl(results)) < 2):
         time.sleep(0.05)
