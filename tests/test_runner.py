@@ -143,7 +143,7 @@ def test_run_metadata(smoke) -> None:
     env = run["env"]
     assert isinstance(env["cpu"], str) and env["cpu"]
     assert isinstance(env["isa"], list)
-    assert env["threads"] == 2
+    assert env["threads"] == suite.threads == 1
     assert env["versions"]["torch"] == importlib.metadata.version("torch")
     assert env["versions"]["onnxruntime"] == importlib.metadata.version("onnxruntime")
     if not smoke.synthetic_data:
