@@ -1,0 +1,41 @@
+"""Safe loading, checked over the harness's own code: nothing a suite or a results file names is
+ever executed, and weights load without unpickling code."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from harness_testutil import REPO
+
+SOURCES = sorted(p for folder in ("harness", "exporters", "backends") for p in (REPO / folder).rglob("*.py"))
+
+
+def _calls(path: Path) -> list[ast.Call]:
+    return [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.Call)]
+
+
+def _name(call: ast.Call) -> str:
+    func = call.func
+    if isinstance(func, ast.Attribute):
+        return f"{getattr(func.value, 'id', getattr(func.value, 'attr', '?'))}.{func.attr}"
+    return getattr(func, "id", "?")
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_code_execution_from_inputs(path: Path) -> None:
+    for call in _calls(path):
+        name = _name(call)
+        assert name not in ("eval", "exec", "yaml.load", "pickle.load", "pickle.loads"), f"{path}: {name}"
+        keywords = {k.arg: k.value for k in call.keywords}
+        assert "trust_remote_code" not in keywords, f"{path}:{call.lineno}: trust_remote_code"
+        if name == "torch.load":
+            flag = keywords.get("weights_only")
+            assert isinstance(flag, ast.Constant) and flag.value is True, f"{path}:{call.lineno}"
+
+
+def test_the_check_sees_the_loaders() -> None:
+    """Guards the test above: it must actually find the INT8 loader and the YAML reader."""
+    names = {_name(call) for path in SOURCES for call in _calls(path)}
+    assert {"torch.load", "yaml.safe_load"} <= names
