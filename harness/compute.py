@@ -11,19 +11,34 @@ import numpy as np
 GEMM_SIZE = 1024
 
 
-def encoder_flops(lineage: Mapping[str, Any], width: int, batch_size: int) -> float:
-    """FLOPs of one forward pass over a padded ``batch_size x width`` batch (2 per multiply-add).
+def encoder_flops_per_token(
+    hidden: int, heads_per_layer: Sequence[int], head_dim: int, ffn_per_layer: Sequence[int], seq_len: int
+) -> int:
+    """FLOPs (= 2 x multiply-accumulates) per token for the encoder stack at ``seq_len``.
 
-    Per layer and token: Q, K, V and output projections (4*h*a), attention scores and the
-    weighted sum (2*width*a), and the FFN (2*h*f), where a is the layer's attention width after
-    head pruning and f its FFN width. Padding positions are computed too, so they count.
+    Per layer, with a = heads*head_dim (attention width after head pruning), f = FFN width:
+      Q, K, V projections   3*h*a MACs
+      attention output      a*h
+      scores Q.K^T          seq_len*a   (one dot product of width head_dim per key, per head)
+      probs x V             seq_len*a
+      FFN in + out          2*h*f
+    Biases, softmax, LayerNorm, GELU, embeddings, pooler and classifier are ignored: they are
+    O(h) per token or once per sequence and below 1% for these shapes.
     """
-    hidden, head_dim = int(lineage["hidden"]), int(lineage["head_dim"])
-    macs_per_token = 0
-    for heads, ffn in zip(lineage["heads_per_layer"], lineage["ffn_per_layer"]):
-        attention = heads * head_dim
-        macs_per_token += 4 * hidden * attention + 2 * width * attention + 2 * hidden * ffn
-    return 2.0 * macs_per_token * width * batch_size
+    macs = 0
+    for n_heads, f in zip(heads_per_layer, ffn_per_layer):
+        a = n_heads * head_dim
+        macs += 4 * hidden * a + 2 * seq_len * a + 2 * hidden * f
+    return 2 * macs
+
+
+def encoder_flops(lineage: Mapping[str, Any], width: int, batch_size: int) -> float:
+    """FLOPs of one forward pass over a padded ``batch_size x width`` batch; padding is computed
+    too, so it counts."""
+    per_token = encoder_flops_per_token(
+        int(lineage["hidden"]), lineage["heads_per_layer"], int(lineage["head_dim"]), lineage["ffn_per_layer"], width
+    )
+    return float(per_token * width * batch_size)
 
 
 def mean_batch_flops(lineage: Mapping[str, Any], batches: Sequence[Mapping[str, np.ndarray]]) -> float:

@@ -19,10 +19,6 @@ class Batch:
     arrays: dict[str, np.ndarray]
     indices: np.ndarray
 
-    @property
-    def real_tokens(self) -> int:
-        return int(self.arrays["attention_mask"].sum())
-
 
 def encode(tokenizer: object, texts: Sequence[str], seq_len: SeqLen, max_length: int) -> list[list[int]]:
     limit = max_length if seq_len == "dynamic" else int(seq_len)

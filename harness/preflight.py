@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from harness.data import LOCAL_FORMATS, data_search_path, find_local_split
-from harness.errors import SuiteError
-from harness.models import BUILTINS, WEIGHT_FILES
+from harness.errors import ModelNotFoundError, SuiteError
+from harness.models import BUILTINS, check_model_dir
 from harness.suite import Suite
 
 
@@ -42,12 +42,10 @@ def _check_source(source: str, file: str, key: str) -> None:
         if looks_local:
             raise SuiteError(file, key, f"no such model directory: {path}")
         return  # a hub id; resolved (or explained) when the run starts
-    if not path.is_dir():
-        raise SuiteError(file, key, f"{path} is not a directory")
-    if not (path / "config.json").is_file():
-        raise SuiteError(file, key, f"{path} has no config.json: not a Hugging Face model directory")
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise SuiteError(file, key, f"{path} has no weights ({' or '.join(WEIGHT_FILES[:2])})")
+    try:
+        check_model_dir(path, source)
+    except ModelNotFoundError as error:
+        raise SuiteError(file, key, str(error)) from None
 
 
 def _check_task(suite: Suite, file: str, hub_reachable: bool) -> None:

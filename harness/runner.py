@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from harness.adapters import Artifact, Backend, Exporter
-from harness.cache import ArtifactCache, fingerprint_dir
+from harness.cache import ArtifactCache
 from harness.cells import CellContext, artifact_size_mb, error_row, ok_row
 from harness.data import TextSplit, load_split
 from harness.environment import collect_environment, environment_fingerprint, package_versions
@@ -44,6 +44,7 @@ class PreparedModel:
 
     config: ModelConfig
     path: Path
+    content_key: str
     tokenizer: Any
     params: int
     reference_logits: np.ndarray
@@ -85,6 +86,7 @@ class Runner:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         self.rows: list[CellRow] = []
+        self._encoded: dict[tuple[int, int | str], list[list[int]]] = {}
 
     def run(self) -> list[CellRow]:
         suite = self.suite
@@ -167,7 +169,7 @@ class Runner:
         reference.close()
         gc.collect()
         log.info("%s: %s (%.1fM params)", config.name, built.path, params / 1e6)
-        return PreparedModel(config, built.path, tokenizer, params, logits, lineage)
+        return PreparedModel(config, built.path, built.key, tokenizer, params, logits, lineage)
 
     @staticmethod
     def _check_labels(config: ModelConfig, num_labels: int, split: TextSplit) -> None:
@@ -220,7 +222,8 @@ class Runner:
 
     def _export(self, model: PreparedModel, exporter: Exporter, entry: ExporterEntry) -> Artifact:
         options = exporter.Options.model_validate(entry.options)
-        key = self.cache.key(exporter.name, options.model_dump(), fingerprint_dir(model.path), package_versions())
+        # the pipeline already keyed the model by content; hashing its files again per exporter is waste
+        key = self.cache.key(exporter.name, options.model_dump(), model.content_key, package_versions())
         label = f"{model.config.name}/{entry.display_name}"
         if self.cache.lookup("exports", key) is None:
             self.bar.set_postfix_str(f"exporting {label}")
@@ -268,15 +271,22 @@ class Runner:
             return execute_cell(job, self.clock)
         return run_isolated(job, self.suite.isolation.timeout_s)
 
+    def _token_ids(self, tokenizer: Any, split: TextSplit, seq_len: int | str) -> list[list[int]]:
+        """Eval sentences tokenised once per (tokenizer, length rule), not once per cell."""
+        key = (id(tokenizer), seq_len)
+        if key not in self._encoded:
+            self._encoded[key] = encode(tokenizer, split.texts, seq_len, self.suite.max_length)
+        return self._encoded[key]
+
     def _score_inputs(self, tokenizer: Any, split: TextSplit) -> list[dict[str, np.ndarray]]:
-        token_ids = encode(tokenizer, split.texts, "dynamic", self.suite.max_length)
+        token_ids = self._token_ids(tokenizer, split, "dynamic")
         pad_id = tokenizer.pad_token_id or 0
         return [b.arrays for b in make_batches(token_ids, self.suite.accuracy_batch_size, "dynamic", pad_id)]
 
     def _timing_inputs(
         self, tokenizer: Any, split: TextSplit, batch_size: int, seq_len: int | str
     ) -> list[dict[str, np.ndarray]]:
-        token_ids = encode(tokenizer, split.texts, seq_len, self.suite.max_length)
+        token_ids = self._token_ids(tokenizer, split, seq_len)
         limit = self.suite.timing.input_batches
         return [b.arrays for b in make_batches(token_ids, batch_size, seq_len, tokenizer.pad_token_id or 0, limit)]
 

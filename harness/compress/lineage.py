@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from harness.compute import encoder_flops_per_token
+
 
 def _load(model_or_dir: torch.nn.Module | str | Path) -> torch.nn.Module:
     if isinstance(model_or_dir, torch.nn.Module):
@@ -16,27 +18,6 @@ def _load(model_or_dir: torch.nn.Module | str | Path) -> torch.nn.Module:
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(model_or_dir)
-
-
-def encoder_flops_per_token(
-    hidden: int, heads_per_layer: list[int], head_dim: int, ffn_per_layer: list[int], seq_len: int
-) -> int:
-    """FLOPs (= 2 x multiply-accumulates) per token for the encoder stack at ``seq_len``.
-
-    Per layer, with a = heads*head_dim (attention width after head pruning), f = FFN width:
-      Q, K, V projections   3*h*a MACs
-      attention output      a*h
-      scores Q.K^T          seq_len*a   (one dot product of width head_dim per key, per head)
-      probs x V             seq_len*a
-      FFN in + out          2*h*f
-    Biases, softmax, LayerNorm, GELU, embeddings, pooler and classifier are ignored: they are
-    O(h) per token or once per sequence and below 1% for these shapes.
-    """
-    macs = 0
-    for n_heads, f in zip(heads_per_layer, ffn_per_layer):
-        a = n_heads * head_dim
-        macs += 4 * hidden * a + 2 * seq_len * a + 2 * hidden * f
-    return 2 * macs
 
 
 def describe_model(model_or_dir: torch.nn.Module | str | Path, seq_len: int = 128) -> dict:
