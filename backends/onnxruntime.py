@@ -60,6 +60,8 @@ class OnnxRuntimeBackend(Backend):
     formats = frozenset({"onnx"})
     devices = ("cpu", "cuda")
     requires = ("onnxruntime",)
+    runtime = "onnxruntime"
+    preload = ("onnxruntime", "backends.onnxruntime")
 
     def unavailable_reason(self, device: str | None = None) -> str | None:
         reason = super().unavailable_reason(device)

@@ -44,6 +44,17 @@ class PyTorchBackend(Backend):
     formats = frozenset({"transformers", "transformers-fp16", "torch-dynamic-int8"})
     devices = ("cpu", "cuda")
     requires = ("torch", "transformers")
+    runtime = "torch"
+    # transformers imports model classes lazily: name them, or every cell pays that import again
+    preload = (
+        "torch",
+        "transformers",
+        "transformers.modeling_utils",
+        "transformers.models.auto.modeling_auto",
+        "transformers.models.bert.modeling_bert",
+        "backends.pytorch",
+        "exporters.torch_dynamic_int8",
+    )
 
     def unavailable_reason(self, device: str | None = None) -> str | None:
         reason = super().unavailable_reason(device)

@@ -11,6 +11,7 @@ from harness.adapters import Exporter, Options
 class EagerFP16(Exporter):
     name = "eager-fp16"
     format = "transformers-fp16"
+    precision = "fp16"
     requires = ("torch", "transformers")
 
     def export(self, source: Path, out_dir: Path, options: Options) -> None:

@@ -11,6 +11,7 @@ from harness.adapters import Exporter, Options
 class EagerFP32(Exporter):
     name = "eager-fp32"
     format = "transformers"
+    batch_invariant = True
     requires = ("torch", "transformers")
 
     def export(self, source: Path, out_dir: Path, options: Options) -> None:

@@ -11,6 +11,7 @@ from harness.adapters import Exporter, Options
 class OnnxFP32(Exporter):
     name = "onnx-fp32"
     format = "onnx"
+    batch_invariant = True
     requires = ("optimum.exporters.onnx", "onnx")
 
     def export(self, source: Path, out_dir: Path, options: Options) -> None:

@@ -35,6 +35,7 @@ def fuse_transformer_graph(model_path: Path, out_path: Path, config_path: Path) 
 class OrtInt8(Exporter):
     name = "ort-int8"
     format = "onnx"
+    precision = "int8"
     Options = OrtInt8Options
     requires = ("optimum.exporters.onnx", "onnx", "onnxruntime")
 

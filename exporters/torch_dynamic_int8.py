@@ -38,6 +38,7 @@ def load_quantized(path: Path) -> Any:
 class TorchDynamicInt8(Exporter):
     name = "torch-dynamic-int8"
     format = "torch-dynamic-int8"
+    precision = "int8"
     requires = ("torch", "transformers")
 
     def export(self, source: Path, out_dir: Path, options: Options) -> None:

@@ -6,7 +6,9 @@ listing and validating stay fast and a missing runtime only disables the adapter
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +42,19 @@ def missing_modules(*modules: str) -> str | None:
     return None
 
 
+def code_version(adapter: object) -> str:
+    """Hash of an adapter's module file and its folder's shared ``_*.py`` helpers, so a changed
+    exporter rebuilds its cached artifacts instead of serving ones made by the old code."""
+    module = sys.modules.get(type(adapter).__module__)
+    source = Path(getattr(module, "__file__", "") or "")
+    if not source.is_file():
+        return "unknown"
+    digest = hashlib.sha256()
+    for file in [source, *sorted(source.parent.glob("_*.py"))]:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 class Exporter(ABC):
     """Turns a Hugging Face model directory into one variant on disk."""
 
@@ -47,9 +62,17 @@ class Exporter(ABC):
     format: ClassVar[str]
     Options: ClassVar[type[Options]] = Options
     requires: ClassVar[tuple[str, ...]] = ()
+    # the arithmetic the artifact runs in (picks the peak it is measured against)
+    precision: ClassVar[str] = "fp32"
+    # True only where predictions cannot depend on batch composition or padding (tests prove it);
+    # then one scoring serves every shape. Dynamic INT8 takes activation ranges over the batch.
+    batch_invariant: ClassVar[bool] = False
 
     def unavailable_reason(self) -> str | None:
         return missing_modules(*self.requires)
+
+    def code_version(self) -> str:
+        return code_version(self)
 
     @abstractmethod
     def export(self, source: Path, out_dir: Path, options: Options) -> None:
@@ -85,6 +108,10 @@ class Backend(ABC):
     formats: ClassVar[frozenset[str]]
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     requires: ClassVar[tuple[str, ...]] = ()
+    # modules a cell's fork server imports before forking (only this backend's runtime)
+    preload: ClassVar[tuple[str, ...]] = ()
+    # the runtime whose GEMM peak bounds this backend ("torch", "onnxruntime"), if any
+    runtime: ClassVar[str | None] = None
 
     def unavailable_reason(self, device: str | None = None) -> str | None:
         """Why this backend cannot run at all (or on ``device``); None when it can."""

@@ -54,7 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("old", type=Path)
     compare.add_argument("new", type=Path)
     compare.add_argument("--threshold", type=float, default=0.10, help="relative p50 growth that counts (0.10)")
-    compare.add_argument("--alpha", type=float, default=0.05, help="significance level of the test (0.05)")
+    compare.add_argument("--alpha", type=float, default=0.05, help="significance level of the Welch test (0.05)")
+    compare.add_argument(
+        "--normalize",
+        choices=["baseline", "none"],
+        default="baseline",
+        help="judge each cell relative to its run's baseline cell, round by round (default), or by absolute p50",
+    )
+    compare.add_argument(
+        "--across-machines",
+        action="store_true",
+        help="allow results from different environments, suites or code versions (to compare hardware)",
+    )
     compare.set_defaults(handler=_compare)
 
     report = commands.add_parser("report", parents=[common], help="render a report from results files")
@@ -109,10 +120,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from harness.data import hub_reachable
+    from harness.data.splits import hub_reachable
     from harness.preflight import preflight
-    from harness.results import read_rows, rows_of_run
-    from harness.runner import Runner
+    from harness.results.rows import read_rows, rows_of_run
+    from harness.run.runner import Runner
     from harness.suite import load_suite
 
     exporters, backends = _registries()
@@ -153,15 +164,15 @@ def _output_paths(out_dir: Path, name: str) -> tuple[Path, Path]:
 
 
 def _write_report(rows: list[dict], path: Path, title: str) -> None:
-    from harness.figures import write_figures
-    from harness.report import render_report
+    from harness.results.figures import write_figures
+    from harness.results.report import render_report
 
     figures = write_figures(rows, path.parent, path.stem)
     path.write_text(render_report(rows, title, figures), encoding="utf-8")
 
 
 def _report(args: argparse.Namespace) -> int:
-    from harness.results import read_rows
+    from harness.results.rows import read_rows
 
     for path in args.results:
         if not path.is_file():
@@ -174,24 +185,22 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    """Exit 1 when any cell regressed significantly beyond the threshold."""
-    from harness.compare import compare_rows, unmatched
-    from harness.results import read_rows
+    """Exit 1 when any cell regressed significantly beyond the threshold, 2 for input that cannot be compared."""
+    from harness.errors import InputError
+    from harness.results.compare import check_comparable, check_options, compare_rows, render_comparison, unmatched
+    from harness.results.rows import read_rows
 
+    check_options(args.threshold, args.alpha, args.normalize)
     for path in (args.old, args.new):
         if not path.is_file():
-            raise HarnessError(f"{path}: no such results file")
-    old, new = read_rows([args.old]), read_rows([args.new])
-    table = compare_rows(old, new, args.threshold, args.alpha)
+            raise InputError(f"{path}: no such results file")
+    try:
+        old, new = read_rows([args.old]), read_rows([args.new])
+    except HarnessError as error:  # a corrupt results file is bad input too
+        raise InputError(str(error)) from None
+    check_comparable(old, new, args.across_machines)
+    table = compare_rows(old, new, args.threshold, args.alpha, args.normalize)
     if table.empty:
-        raise HarnessError("the two results files have no cell in common")
-    print(table.to_markdown(index=False, floatfmt=".4g"))
-    only_old, only_new = unmatched(old, new)
-    for label, cells in (("only in old", only_old), ("only in new", only_new)):
-        if cells:
-            print(f"{label}: {', '.join(cells)}")
-    regressed = int((table["verdict"] == "regressed").sum())
-    improved = int((table["verdict"] == "improved").sum())
-    print(f"{len(table)} cells compared: {regressed} regressed, {improved} improved "
-          f"(threshold {args.threshold:.0%}, alpha {args.alpha})")  # fmt: skip
-    return 1 if regressed else 0
+        raise InputError("the two results files have no cell in common")
+    print(render_comparison(table, *unmatched(old, new), args.threshold, args.alpha, args.normalize))
+    return 1 if (table["verdict"] == "regressed").any() else 0

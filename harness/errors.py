@@ -32,3 +32,9 @@ class ModelNotFoundError(HarnessError):
     """A model source cannot be resolved to a local directory."""
 
     exit_code = 3
+
+
+class InputError(HarnessError):
+    """Bad command-line input: a missing file, an invalid option, results that cannot be compared."""
+
+    exit_code = 2

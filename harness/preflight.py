@@ -12,9 +12,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from harness.data import LOCAL_FORMATS, data_search_path, find_local_split
+from harness.data.splits import LOCAL_FORMATS, data_search_path, find_local_split
 from harness.errors import ModelNotFoundError, SuiteError
-from harness.models import BUILTINS, check_model_dir
+from harness.models.sources import BUILTINS, check_model_dir
 from harness.suite import Suite
 
 

@@ -121,19 +121,29 @@ class ShapesConfig(Strict):
 
 
 class TimingConfig(Strict):
-    """The same warmup and stopping rule for every cell."""
+    """The same inputs, warm-up and time share for every cell.
 
-    warmup: NonNegativeInt = 10
-    min_iterations: PositiveInt = 50
-    min_seconds: PositiveFloat = 1.0
-    max_seconds: PositiveFloat = 60.0
-    repeats: PositiveInt = 1
-    input_batches: PositiveInt = 8
+    A run plans every cell, then runs ``rounds`` rounds; in each, every variant is loaded in a fresh
+    process (in a seeded, shuffled order) and each of its cells gets ``seconds_per_cell``: whole
+    passes over the cell's inputs, at least ``min_passes``, after ``warmup_passes`` untimed passes
+    over one input of every distinct shape.
+    """
+
+    rounds: PositiveInt = 3
+    seconds_per_cell: PositiveFloat = 0.5
+    warmup_passes: PositiveInt = 1
+    min_passes: PositiveInt = 1
+    max_passes: PositiveInt = 1000
+    single_inputs: PositiveInt = 256
+    min_batches: PositiveInt = 8
+    seed: NonNegativeInt = 0
+    # the side of the square GEMMs that measure each runtime's peak (smaller is quicker, and lower)
+    peak_gemm_size: Annotated[int, Field(ge=64, le=8192, strict=True)] = 2048
 
     @model_validator(mode="after")
     def _max_covers_min(self) -> TimingConfig:
-        if self.max_seconds < self.min_seconds:
-            raise ValueError("max_seconds must be at least min_seconds")
+        if self.max_passes < self.min_passes:
+            raise ValueError("max_passes must be at least min_passes")
         return self
 
 

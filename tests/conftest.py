@@ -25,7 +25,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from harness.tiny import create_tiny_bert
+    from harness.models.tiny import create_tiny_bert
 
     return create_tiny_bert(tmp_path_factory.mktemp("tiny-model") / "tiny")
 

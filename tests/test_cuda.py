@@ -20,7 +20,7 @@ pytestmark = [
 def test_pytorch_cuda_logits_match_cpu(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from harness.inputs import encode, make_batches
+    from harness.data.workload import encode, make_batches
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     ids = encode(tokenizer, ["a warm , funny film .", "dull and far too long ."], "dynamic", 128)
@@ -47,7 +47,7 @@ def test_pytorch_dynamic_int8_is_na_on_cuda() -> None:
 def _tiny_batch(model_dir: Path) -> dict[str, np.ndarray]:
     from transformers import AutoTokenizer
 
-    from harness.inputs import encode, make_batches
+    from harness.data.workload import encode, make_batches
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     ids = encode(tokenizer, ["a warm , funny film .", "dull and far too long ."], "dynamic", 128)

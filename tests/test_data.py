@@ -1,4 +1,4 @@
-"""harness.data: local TSV loading, the search path and the not-found message."""
+"""harness.data.splits: local TSV loading, the search path and the not-found message."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from harness_testutil import REPO, SST2_DIR, SST2_PRESENT, TOY_ROWS, write_tsv
 
-from harness.data import find_local_split, load_split
+from harness.data.splits import find_local_split, load_split
 from harness.errors import DataNotFoundError
 from harness.suite import TaskConfig
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from harness_testutil import run_cli
 
-from harness.report import add_speedups, render_report, rows_frame
+from harness.results.report import add_speedups, render_report, rows_frame
 
 BASELINE = "m/eager-fp32/pytorch"
 
@@ -68,6 +68,11 @@ def row(
         "iterations": 10 if p50 else None,
         "peak_rss_mb": 100.0 if p50 else None,
         "percentile_method": "linear",
+        # 3 rounds x 3 inputs, all at p50: paired speedups are then exact ratios with a point interval
+        "input_ms": [[p50] * 3] * 3 if p50 else None,
+        "inputs_key": "same-sentences",
+        "accuracy_shape": f"batch {batch}, dynamic",
+        "teacher_gate": "pass" if p50 else "n/a",
         "run": run,
     }
 
@@ -102,6 +107,29 @@ def table_after(markdown: str, heading: str) -> list[dict[str, str]]:
     return [dict(zip(header, cells)) for cells in body]
 
 
+def test_speedup_without_rounds_is_the_ratio_of_p50s(rows) -> None:
+    for r in rows:
+        r["input_ms"] = None  # a results file written before rounds existed
+    frame = add_speedups(rows_frame(rows))
+    got = {(r.hardware, r.exporter, r.device, r.batch_size): r.speedup for r in frame.itertuples()}
+    assert got[("CPU-A (2 threads)", "onnx-fp32", "cpu", 8)] == 2.5
+    assert frame["speedup_ci_low"].isna().all()
+
+
+def test_speedup_is_paired_per_round() -> None:
+    run = run_info("ra", "CPU-A")
+    base, cell = row(run, "eager-fp32", "pytorch", "cpu", 1, 4.0), row(run, "onnx-fp32", "onnxruntime", "cpu", 1, 1.0)
+    # the machine halves its speed in round 2 for both cells: per-round ratios stay 4 and 4.5
+    base["input_ms"] = [[4.0, 4.0, 4.0], [8.0, 8.0, 8.0], [4.0, 4.0, 4.0]]
+    cell["input_ms"] = [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0], [1.0, 1.0, 1.0]]
+    cell["input_ms"][2] = [4.0 / 4.5] * 3
+    frame = add_speedups(rows_frame([base, cell]))
+    speedup = frame.loc[frame["exporter"] == "onnx-fp32", "speedup"].item()
+    assert speedup == pytest.approx((4.0 * 4.0 * 4.5) ** (1 / 3))  # geometric mean of per-round ratios
+    low, high = frame.loc[frame["exporter"] == "onnx-fp32", ["speedup_ci_low", "speedup_ci_high"]].iloc[0]
+    assert 4.0 <= low <= speedup <= high <= 4.5
+
+
 def test_speedup_is_baseline_p50_over_p50(rows) -> None:
     frame = add_speedups(rows_frame(rows))
     got = {(r.hardware, r.exporter, r.device, r.batch_size): r.speedup for r in frame.itertuples()}
@@ -118,21 +146,37 @@ def test_rendered_report(rows) -> None:
     text = render_report(rows, "My title")
     assert text.startswith("# My title\n")
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings == ["## cpu", "## cuda", "## Environment", "## Notes"]
+    assert headings == ["## Summary", "## Runs", "## cpu", "## cuda", "## Environment", "## Notes"]
     cells = table_after(text, "### Latency")  # the cpu section's; both machines share it
-    speedups = {(c["hardware"], c["exporter"], c["batch"]): c["speedup"] for c in cells}
+    speedups = {(c["hardware"], c["exporter"], c["batch"]): c["speedup (95% CI)"] for c in cells}
     assert speedups == {
-        ("CPU-A (2 threads)", "eager-fp32", "1"): "1",
-        ("CPU-A (2 threads)", "onnx-fp32", "1"): "4",
-        ("CPU-A (2 threads)", "eager-fp32", "8"): "1",
-        ("CPU-A (2 threads)", "onnx-fp32", "8"): "2.5",
-        ("CPU-B (2 threads)", "eager-fp32", "1"): "1",
-        ("CPU-B (2 threads)", "onnx-fp32", "1"): "4",
+        ("CPU-A (2 threads)", "eager-fp32", "1"): "1.00x (1.00–1.00)",
+        ("CPU-A (2 threads)", "onnx-fp32", "1"): "4.00x (4.00–4.00)",
+        ("CPU-A (2 threads)", "eager-fp32", "8"): "1.00x (1.00–1.00)",
+        ("CPU-A (2 threads)", "onnx-fp32", "8"): "2.50x (2.50–2.50)",
+        ("CPU-B (2 threads)", "eager-fp32", "1"): "1.00x (1.00–1.00)",
+        ("CPU-B (2 threads)", "onnx-fp32", "1"): "4.00x (4.00–4.00)",
         ("CPU-B (2 threads)", "onnx-fp32", "8"): "—",
     }
+    summary = table_after(text, "## Summary")
+    assert text.index("## Summary") < text.index("## cpu")  # the summary opens the report
+    best = {
+        (c["hardware"], c["batch"]): (c["fastest variant passing the gate"], c["speedup (95% CI)"]) for c in summary
+    }
+    assert best == {
+        ("CPU-A (2 threads)", "1"): ("m / onnx-fp32 / onnxruntime", "4.00x (4.00–4.00)"),
+        ("CPU-A (2 threads)", "8"): ("m / onnx-fp32 / onnxruntime", "2.50x (2.50–2.50)"),
+        ("CPU-B (2 threads)", "1"): ("m / onnx-fp32 / onnxruntime", "4.00x (4.00–4.00)"),
+        ("CPU-B (2 threads)", "8"): ("m / onnx-fp32 / onnxruntime", "—"),
+    }
     accuracy = table_after(text, "### Accuracy")
-    assert {(c["hardware"], c["exporter"]) for c in accuracy} == {
-        (h, e) for h in ("CPU-A (2 threads)", "CPU-B (2 threads)") for e in ("eager-fp32", "onnx-fp32")
+    measured = {(c["hardware"], c["exporter"], c["measured at"]) for c in accuracy}
+    assert measured == {
+        (h, e, f"batch {b}, dynamic")
+        for h in ("CPU-A (2 threads)", "CPU-B (2 threads)")
+        for e in ("eager-fp32", "onnx-fp32")
+        for b in (1, 8)
+        if (h, e, b) != ("CPU-B (2 threads)", "eager-fp32", 8)
     }
 
     not_run = table_after(text, "### Not run")

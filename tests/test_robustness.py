@@ -64,10 +64,10 @@ BROKEN_SUITES: dict[str, tuple[Callable[[dict], dict], str]] = {
     "seq-len-word": (_set("shapes.seq_lens", ["longest"]), "shapes.seq_lens[0]"),
     "threads-zero": (_set("threads", 0), "threads"),
     "threads-bool": (_set("threads", True), "threads"),
-    "warmup-negative": (_set("timing.warmup", -1), "timing.warmup"),
-    "min-iterations-zero": (_set("timing.min_iterations", 0), "timing.min_iterations"),
-    "min-seconds-negative": (_set("timing.min_seconds", -0.5), "timing.min_seconds"),
-    "max-below-min": (_set("timing.max_seconds", 0.01), "timing: max_seconds must be at least min_seconds"),
+    "warmup-zero": (_set("timing.warmup_passes", 0), "timing.warmup_passes"),
+    "rounds-zero": (_set("timing.rounds", 0), "timing.rounds"),
+    "seconds-negative": (_set("timing.seconds_per_cell", -0.5), "timing.seconds_per_cell"),
+    "max-below-min": (_set("timing.max_passes", 1), "timing: max_passes must be at least min_passes"),
     "max-samples-zero": (_set("task.max_samples", 0), "task.max_samples"),
     "misspelt-backend": (_set("backends", ["pytorch", "onnxruntim"]), "did you mean 'onnxruntime'"),
     "misspelt-exporter": (_set("exporters.0", "eager-fp23"), "did you mean 'eager-fp32'"),
@@ -169,7 +169,7 @@ def test_unwritable_output_directory_fails_before_work(tmp_path: Path) -> None:
 
 
 def _tiny_suite(
-    tmp_path: Path, toy_data_root: Path, cache_dir: Path, backends: list[str], shapes: dict, min_seconds: float = 0.4
+    tmp_path: Path, toy_data_root: Path, cache_dir: Path, backends: list[str], shapes: dict, seconds: float = 0.2
 ) -> Path:
     raw = {
         "name": "resume",
@@ -180,7 +180,7 @@ def _tiny_suite(
         "devices": ["cpu"],
         "shapes": shapes,
         "threads": 1,
-        "timing": {"warmup": 1, "min_iterations": 5, "min_seconds": min_seconds, "max_seconds": 5},
+        "timing": {"rounds": 2, "seconds_per_cell": seconds, "single_inputs": 12, "peak_gemm_size": 256},
         "baseline": {"exporter": "onnx-fp32", "backend": backends[0]},
         "output": {"cache_dir": str(cache_dir)},
     }
@@ -210,9 +210,13 @@ def test_interrupted_run_resumes_to_the_same_rows(how: int, tmp_path: Path, toy_
     plugins.mkdir(parents=True)
     (plugins / "spin.py").write_text(SPIN, encoding="utf-8")
     env = cli_env(HARNESS_PLUGIN_PATH=str(plugins.parent), SPIN_FACTOR="1")
-    shapes = {"batch_sizes": [1, 2, 3], "seq_lens": ["dynamic", 8]}
-    # a second per cell leaves the interrupt seconds to land before the last of the six cells
-    suite = _tiny_suite(tmp_path, toy_data_root, cache_dir, ["ort-spin"], shapes, min_seconds=1.0)
+    shapes = {"batch_sizes": [1, 2], "seq_lens": ["dynamic"]}
+    # three variants of two cells; a variant's rows land as its last round ends, and half a second
+    # per cell and round leaves the interrupt seconds to land before the last variant's
+    suite = _tiny_suite(tmp_path, toy_data_root, cache_dir, ["ort-spin"], shapes, seconds=0.5)
+    raw = yaml.safe_load(suite.read_text())
+    raw["exporters"] = ["onnx-fp32", "ort-int8", {"name": "ort-int8", "label": "fused", "options": {"optimize": True}}]
+    suite.write_text(yaml.safe_dump(raw), encoding="utf-8")
     out = tmp_path / "out"
     results = out / "resume.jsonl"
     command = [sys.executable, "-m", "harness", "run", str(suite), "--out", str(out), "--no-progress"]
@@ -239,8 +243,8 @@ def test_interrupted_run_resumes_to_the_same_rows(how: int, tmp_path: Path, toy_
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming: {len(kept)} finished cells kept" in resumed.stderr
     rows = read_jsonl(results)
-    keys = [(r["batch_size"], r["seq_len"]) for r in rows]
-    assert sorted(keys, key=str) == sorted([(b, s) for b in (1, 2, 3) for s in ("dynamic", 8)], key=str)
+    keys = [(r["exporter"], r["batch_size"]) for r in rows]
+    assert sorted(keys) == sorted((e, b) for e in ("onnx-fp32", "ort-int8", "fused") for b in (1, 2))
     assert rows[: len(kept)] == kept  # finished rows are untouched, not re-measured
     assert all(r["status"] == "ok" for r in rows)
 

@@ -1,4 +1,4 @@
-"""harness.stats against hand-computed values."""
+"""harness.results.stats against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,46 +7,45 @@ import math
 import numpy as np
 import pytest
 
-from harness.stats import classification_scores, percentile, summarize_latency
+from harness.results.rounds import as_matrix, summarize
+from harness.results.stats import classification_scores
 
-SAMPLES = [10.0, 1.0, 3.0, 2.0, 4.0]  # sorted: 1 2 3 4 10
-
-
-def test_percentiles_linear() -> None:
-    assert percentile(SAMPLES, 50) == 3.0
-    assert percentile(SAMPLES, 0) == 1.0
-    assert percentile(SAMPLES, 100) == 10.0
-    # rank (n-1)q = 3.8 -> 4 + 0.8 * (10 - 4)
-    assert percentile(SAMPLES, 95) == pytest.approx(8.8, rel=1e-12)
-    assert percentile(SAMPLES, 99) == pytest.approx(9.76, rel=1e-12)
-    assert percentile(SAMPLES, 25) == 2.0
+SAMPLES = [10.0, 1.0, 3.0, 2.0, 4.0]  # one round, five inputs; sorted: 1 2 3 4 10
 
 
-def test_summarize_latency() -> None:
-    stats = summarize_latency(SAMPLES, batch_size=4)
+def test_percentiles_are_over_inputs_and_need_enough_of_them() -> None:
+    stats = summarize(np.array([SAMPLES]), batch_size=4)
     assert stats["p50_ms"] == 3.0
-    assert stats["p95_ms"] == pytest.approx(8.8, rel=1e-12)
-    assert stats["p99_ms"] == pytest.approx(9.76, rel=1e-12)
+    assert stats["p95_ms"] is None and stats["p99_ms"] is None  # 5 inputs support neither tail
+    assert stats["percentile_notes"] == [
+        "p95 needs >= 20 distinct inputs, this cell has 5",
+        "p99 needs >= 100 distinct inputs, this cell has 5",
+    ]
     assert stats["mean_ms"] == 4.0
     # deviations -3 -2 -1 0 6: squares sum to 50, sample variance 50 / 4
     assert stats["std_ms"] == pytest.approx(math.sqrt(12.5), rel=1e-12)
     assert stats["throughput_per_s"] == 1000.0  # 4 sequences per 4 ms
-    assert stats["iterations"] == 5
-    assert set(stats) == {"p50_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s", "iterations"}
 
 
-def test_single_sample_has_zero_std() -> None:
-    stats = summarize_latency([2.5], batch_size=1)
-    assert stats["std_ms"] == 0.0
-    assert stats["p99_ms"] == 2.5
-    assert stats["throughput_per_s"] == 400.0
+def test_tail_percentiles_linear_over_100_inputs() -> None:
+    stats = summarize(np.array([np.arange(1.0, 101.0)]), batch_size=1)
+    # rank (n-1)q: 99 * 0.95 = 94.05 -> 95.05; 99 * 0.99 = 98.01 -> 99.01
+    assert stats["p95_ms"] == pytest.approx(95.05, rel=1e-12)
+    assert stats["p99_ms"] == pytest.approx(99.01, rel=1e-12)
+    assert stats["percentile_notes"] == []
 
 
-def test_empty_samples_rejected() -> None:
+def test_each_input_is_its_median_over_rounds() -> None:
+    # input 0: rounds 1, 9, 2 -> 2; input 1: 4, 4, 40 -> 4 (one disturbed round does not move it)
+    stats = summarize(np.array([[1.0, 4.0], [9.0, 4.0], [2.0, 40.0]]), batch_size=1)
+    assert stats["mean_ms"] == 3.0
+    assert stats["p50_ms"] == 3.0
+    assert stats["round_p50s_ms"] == [2.5, 6.5, 21.0]
+
+
+def test_empty_matrix_rejected() -> None:
     with pytest.raises(ValueError):
-        summarize_latency([], 1)
-    with pytest.raises(ValueError):
-        percentile([], 50)
+        as_matrix([])
 
 
 def test_classification_scores() -> None:

@@ -23,7 +23,7 @@ BASE: dict[str, Any] = {
     "backends": ["pytorch", "onnxruntime"],
     "devices": ["cpu", "cuda"],
     "shapes": {"batch_sizes": [1, 8], "seq_lens": ["dynamic", 64]},
-    "timing": {"warmup": 1, "min_iterations": 5, "min_seconds": 0.01, "max_seconds": 1},
+    "timing": {"rounds": 2, "seconds_per_cell": 0.01, "max_passes": 5},
 }
 
 
@@ -72,11 +72,11 @@ KEYED_CASES = {
     "wrong-type": ({"threads": "two"}, "threads", "valid integer"),
     "wrong-type-list": ({"backends": "pytorch"}, "backends", "valid list"),
     "batch-size-zero": ({"shapes__batch_sizes": [1, 0]}, "shapes.batch_sizes[1]", "greater than 0 (got 0)"),
-    "min-iterations-negative": ({"timing__min_iterations": -1}, "timing.min_iterations", "greater than 0 (got -1)"),
+    "rounds-negative": ({"timing__rounds": -1}, "timing.rounds", "greater than 0 (got -1)"),
     "max-samples-zero": ({"task__max_samples": 0}, "task.max_samples", "greater than 0"),
     "max-length-over-512": ({"max_length": 513}, "max_length", "less than or equal to 512 (got 513)"),
     "seq-len-over-512": ({"shapes__seq_lens": ["dynamic", 600]}, "shapes.seq_lens[1]", "(got 600)"),
-    "max-below-min-seconds": ({"timing__max_seconds": 0.001}, "timing", "max_seconds must be at least min_seconds"),
+    "max-below-min-passes": ({"timing__min_passes": 9}, "timing", "max_passes must be at least min_passes"),
     "misspelt-backend": (
         {"backends": ["pytorch", "onnxruntim"]},
         "backends[1]",
@@ -215,8 +215,8 @@ def test_defaults_and_exporter_shorthand(tmp_path: Path) -> None:
     suite = load_with_registries(write_suite(tmp_path, BASE))
     assert [e.name for e in suite.exporters] == ["eager-fp32", "onnx-fp32"]
     assert [e.options for e in suite.exporters] == [{}, {}]
-    assert suite.timing.repeats == 1
-    assert suite.timing.input_batches == 8
+    assert suite.timing.rounds == 2
+    assert suite.timing.single_inputs == 256 and suite.timing.min_batches == 8
     assert suite.output.cache_dir == ".harness-cache"
     assert suite.baseline_model == "tiny"
     assert suite.output_name() == "schema-test"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from harness.compute import encoder_flops_per_token
+from harness.measure.flops import encoder_flops_per_token
 
 
 def _load(model_or_dir: torch.nn.Module | str | Path) -> torch.nn.Module:

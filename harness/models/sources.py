@@ -43,7 +43,7 @@ def check_model_dir(path: Path, source: str) -> Path:
 def _builtin(name: str, cache: ArtifactCache, num_labels: int) -> Path:
     if name != "tiny-bert":
         raise ModelNotFoundError(f"unknown builtin model '{name}' (known: {', '.join(BUILTINS)})")
-    from harness.tiny import create_tiny_bert
+    from harness.models.tiny import create_tiny_bert
 
     key = cache.key("builtin", name, num_labels)
     return cache.get_or_build("models", key, lambda out: create_tiny_bert(out, num_labels=num_labels))
@@ -61,7 +61,7 @@ def _hub_snapshot(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from harness.data import hub_reachable
+    from harness.data.splits import hub_reachable
 
     try:
         return Path(snapshot_download(repo_id, local_files_only=not hub_reachable()))

@@ -7,6 +7,7 @@ for in ``$HARNESS_DATA_PATH`` and then in ``./data`` and ``../shared/data``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -26,6 +27,14 @@ class TextSplit:
     texts: list[str]
     labels: list[int]
     origin: str
+
+
+def split_content_hash(split: TextSplit) -> str:
+    """Hash of a split's texts and labels in order: what a model trained on it actually saw."""
+    digest = hashlib.sha256()
+    for text, label in zip(split.texts, split.labels):
+        digest.update(f"{label}\t{text}\n".encode())
+    return digest.hexdigest()[:20]
 
 
 def data_search_path() -> list[Path]:

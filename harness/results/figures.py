@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report import add_speedups, rows_frame
+from harness.results.summary import add_speedups, rows_frame
 
 
 def pareto_front(latency: Sequence[float], accuracy: Sequence[float]) -> list[int]:

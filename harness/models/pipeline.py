@@ -18,9 +18,9 @@ import numpy as np
 
 from harness.cache import ArtifactCache, fingerprint_dir
 from harness.compress.options import StageOptions
-from harness.data import TextSplit, load_split
+from harness.data.splits import TextSplit, load_split, split_content_hash
 from harness.environment import package_versions
-from harness.models import resolve_model_source
+from harness.models.sources import resolve_model_source
 from harness.suite import ModelConfig, Suite
 
 log = logging.getLogger("harness")
@@ -44,6 +44,7 @@ class ModelPipeline:
         self.cache = cache
         self.eval_split = eval_split
         self._train: TextSplit | None = None
+        self._train_hash: str | None = None
         self.built: dict[str, BuiltModel] = {}
 
     def build_all(self) -> dict[str, BuiltModel]:
@@ -75,9 +76,10 @@ class ModelPipeline:
         return self.cache.key(config.stage, parent_key, options, config.num_labels, self._train_identity(), versions)
 
     def _train_identity(self) -> str:
-        task = self.suite.task
-        parts = (task.dataset, task.dataset_config, task.local, task.train_split, task.text_column, task.label_column)
-        return "|".join(str(p) for p in parts)
+        """The train data by content, so an edited local file retrains instead of reusing a stale model."""
+        if self._train_hash is None:
+            self._train_hash = split_content_hash(self.train)
+        return self._train_hash
 
     def _stage(self, config: ModelConfig, parent_key: str, build: Any) -> BuiltModel:
         key = self._stage_key(config, parent_key)

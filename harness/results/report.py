@@ -8,14 +8,9 @@ from typing import Any
 import pandas as pd
 
 from harness.environment import machine_label
+from harness.results.summary import add_speedups, interval, rows_frame, summary_table
 
-KEY = ["hardware", "device", "batch_size", "seq_len"]
 VARIANT = ["model", "exporter", "backend"]
-NUMERIC_COLUMNS = (
-    "params", "size_mb", "accuracy", "agreement", "max_abs_logit_diff", "p50_ms", "p95_ms", "p99_ms",
-    "mean_ms", "std_ms", "throughput_per_s", "iterations", "peak_rss_mb", "p50_ci_low_ms", "p50_ci_high_ms",
-    "cv", "mcnemar_p", "gflops_per_s", "peak_fraction",
-)  # fmt: skip
 SPEED_COLUMNS = {
     "hardware": "hardware",
     "model": "model",
@@ -27,12 +22,14 @@ SPEED_COLUMNS = {
     "p50_ci": "p50 95% CI",
     "p95_ms": "p95 (ms)",
     "p99_ms": "p99 (ms)",
-    "cv_pct": "CV (%)",
+    "speedup_ci": "speedup (95% CI)",
+    "inputs": "inputs (tokens vs split)",
+    "instability_pct": "round-to-round CV (%)",
     "throughput_per_s": "throughput (seq/s)",
-    "speedup": "speedup",
     "gflops_per_s": "GFLOP/s",
     "peak_pct": "% of peak",
-    "peak_rss_mb": "peak RSS (MB)",
+    "cell_rss_mb": "cell RSS (MB)",
+    "peak_rss_mb": "process peak RSS (MB)",
 }
 ACCURACY_COLUMNS = {
     "hardware": "hardware",
@@ -41,11 +38,13 @@ ACCURACY_COLUMNS = {
     "backend": "backend",
     "params_m": "params (M)",
     "size_mb": "size (MB)",
+    "accuracy_shape": "measured at",
     "accuracy_pct": "accuracy (%)",
     "agreement_pct": "agreement (%)",
     "max_abs_logit_diff": "max abs logit diff",
     "mcnemar_p": "McNemar p vs teacher",
-    "accuracy_gate": "gate",
+    "accuracy_gate": "gate vs source",
+    "teacher_gate": "gate vs teacher",
 }
 LINEAGE_FIELDS = {
     "parent": "parent",
@@ -62,30 +61,6 @@ LINEAGE_FIELDS = {
 ENV_FIELDS = ("host", "cpu", "isa", "cores", "threads", "load_avg_1m", "gpu", "os", "python", "git_commit")
 
 
-def rows_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame([dict(r) for r in rows])
-    runs = frame["run"] if "run" in frame else pd.Series([{}] * len(frame))
-    frame["run"] = [r if isinstance(r, dict) else {} for r in runs]
-    frame["hardware"] = [machine_label(r.get("env", {})) for r in frame["run"]]
-    frame["baseline"] = [r.get("baseline") for r in frame["run"]]
-    frame["seq_len"] = frame["seq_len"].astype(str)
-    for column in NUMERIC_COLUMNS:
-        frame[column] = pd.to_numeric(frame.get(column), errors="coerce")
-    return frame
-
-
-def add_speedups(frame: pd.DataFrame) -> pd.DataFrame:
-    """speedup = baseline p50 / cell p50, matching hardware, device, batch size and sequence length."""
-    frame = frame.copy()
-    cell_id = frame["model"] + "/" + frame["exporter"] + "/" + frame["backend"]
-    baselines = frame[(cell_id == frame["baseline"]) & (frame["status"] == "ok")]
-    reference = baselines.set_index(KEY)["p50_ms"]
-    reference = reference[~reference.index.duplicated(keep="last")]
-    keys = pd.MultiIndex.from_frame(frame[KEY])
-    frame["speedup"] = reference.reindex(keys).to_numpy() / frame["p50_ms"].to_numpy()
-    return frame
-
-
 def render_report(
     rows: Sequence[Mapping[str, Any]], title: str = "Benchmark report", figures: Mapping[str, str] | None = None
 ) -> str:
@@ -94,7 +69,8 @@ def render_report(
         return f"# {title}\n\nNo results.\n"
     frame = add_speedups(rows_frame(rows))
     several_machines = frame["hardware"].nunique() > 1
-    parts = [f"# {title}", _summary(frame), _lineage(frame)]
+    parts = [f"# {title}", "## Summary\n\n" + summary_table(frame) + "\n\n" + SUMMARY_NOTE, _runs(frame)]
+    parts.append(_lineage(frame))
     for caption, path in (figures or {}).items():
         parts.append(f"![{caption}]({path})")
     for device, group in frame.groupby("device", sort=False):
@@ -112,9 +88,16 @@ def render_report(
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
-def _summary(frame: pd.DataFrame) -> str:
+SUMMARY_NOTE = (
+    "Per device and shape, the fastest variant whose accuracy at that shape keeps the gate fraction of the "
+    "teacher's; speedup against the baseline cell, paired round by round, with a 95% interval over rounds and "
+    "inputs."
+)
+
+
+def _runs(frame: pd.DataFrame) -> str:
     runs = pd.DataFrame(list(frame["run"])).drop_duplicates(subset=["run_id"])
-    lines = ["| suite | suite hash | run | started | baseline | eval set |", "|---|---|---|---|---|---|"]
+    lines = ["## Runs", "", "| suite | suite hash | run | started | baseline | eval set |", "|---|---|---|---|---|---|"]
     for run in runs.to_dict("records"):
         lines.append(
             f"| {run.get('suite')} | `{run.get('suite_hash')}` | `{run.get('run_id')}` | {run.get('started')} "
@@ -144,7 +127,7 @@ def _lineage(frame: pd.DataFrame) -> str:
 
 
 def _accuracy_table(ok: pd.DataFrame, with_hardware: bool) -> str:
-    variants = ok.drop_duplicates(subset=["hardware", *VARIANT])
+    variants = ok.drop_duplicates(subset=["hardware", *VARIANT, "accuracy_shape"])
     table = variants.assign(
         params_m=variants["params"] / 1e6,
         accuracy_pct=variants["accuracy"] * 100,
@@ -155,8 +138,10 @@ def _accuracy_table(ok: pd.DataFrame, with_hardware: bool) -> str:
 
 def _speed_table(ok: pd.DataFrame, with_hardware: bool) -> str:
     table = ok.assign(
-        p50_ci=[_interval(lo, hi) for lo, hi in zip(ok["p50_ci_low_ms"], ok["p50_ci_high_ms"])],
-        cv_pct=ok["cv"] * 100,
+        p50_ci=[interval(lo, hi) for lo, hi in zip(ok["p50_ci_low_ms"], ok["p50_ci_high_ms"])],
+        speedup_ci=[_speedup(*v) for v in zip(ok["speedup"], ok["speedup_ci_low"], ok["speedup_ci_high"])],
+        inputs=[_inputs(*v) for v in zip(ok["inputs_distinct"], ok["input_mean_tokens"], ok["split_mean_tokens"])],
+        instability_pct=ok["instability_cv"] * 100,
         peak_pct=ok["peak_fraction"] * 100,
     ).sort_values(["batch_size", "seq_len", "hardware", "p50_ms"], kind="stable")
     return _markdown(table, SPEED_COLUMNS, with_hardware)
@@ -168,8 +153,16 @@ def _markdown(table: pd.DataFrame, columns: Mapping[str, str], with_hardware: bo
     return shown.rename(columns=columns).to_markdown(index=False, floatfmt=".4g", missingval="—")
 
 
-def _interval(low: float, high: float) -> str:
-    return "—" if pd.isna(low) or pd.isna(high) else f"{low:.4g}–{high:.4g}"
+def _speedup(value: float, low: float, high: float) -> str | None:
+    if pd.isna(value):
+        return None
+    return f"{value:.2f}x" + ("" if pd.isna(low) else f" ({interval(low, high, '.2f')})")
+
+
+def _inputs(count: float, mean: float, split: float) -> str | None:
+    if pd.isna(count):
+        return None
+    return f"{count:.0f} ({mean:.1f} vs {split:.1f})" if not pd.isna(mean) else f"{count:.0f}"
 
 
 def _reason_table(others: pd.DataFrame) -> str:
@@ -184,14 +177,23 @@ def _reason_table(others: pd.DataFrame) -> str:
 def _warnings(frame: pd.DataFrame) -> str:
     if "warnings" not in frame:
         return ""
-    flagged = frame[frame["warnings"].map(lambda w: isinstance(w, list) and len(w) > 0)]
-    if flagged.empty:
-        return ""
-    lines = ["## Measurement warnings", ""]
-    for row in flagged.itertuples():
-        lines.append(f"- {row.model}/{row.exporter}/{row.backend} {row.device} batch {row.batch_size} "
-                     f"seq {row.seq_len}: {'; '.join(row.warnings)}")  # fmt: skip
-    return "\n".join(lines)
+    lines = []
+    for row in frame.to_dict("records"):
+        found = [*(row["warnings"] if isinstance(row["warnings"], list) else []), *_busy(row)]
+        if found:
+            lines.append(f"- {row['model']}/{row['exporter']}/{row['backend']} {row['device']} "
+                         f"batch {row['batch_size']} seq {row['seq_len']}: {'; '.join(found)}")  # fmt: skip
+    return "\n".join(["## Measurement warnings", "", *lines]) if lines else ""
+
+
+def _busy(row: Mapping[str, Any]) -> list[str]:
+    """A 1-minute load average above the core count means runnable threads were waiting for a core,
+    beyond what the cell itself (at most one thread per core) can cause."""
+    loads = row.get("load_avg_1m")
+    cores = row["run"].get("env", {}).get("cores") or 0
+    if not isinstance(loads, list) or not loads or not cores or max(loads) <= cores:
+        return []
+    return [f"machine busy: 1-minute load average up to {max(loads):.2f} on {cores} cores"]
 
 
 def _environment(frame: pd.DataFrame) -> str:
@@ -208,8 +210,9 @@ def _environment(frame: pd.DataFrame) -> str:
         for name in ENV_FIELDS:
             value = env.get(name)
             lines.append(f"| {name} | {', '.join(value) if isinstance(value, list) else value} |")
-        for name, value in peaks[label].items():
-            lines.append(f"| GEMM peak {name} | {value:.1f} |" if value else f"| GEMM peak {name} | — |")
+        for precision, peak in peaks[label].items():
+            if isinstance(peak, dict) and peak.get("gflops"):
+                lines.append(f"| {precision} peak (GFLOP/s) | {peak['gflops']:.1f} ({peak.get('source')}) |")
         for package, version in sorted(env.get("versions", {}).items()):
             lines.append(f"| {package} | {version or 'not installed'} |")
         lines.append("")
@@ -222,29 +225,37 @@ def _notes(frame: pd.DataFrame) -> str:
     notes = [
         "## Notes",
         "",
-        "- Latency is one call of the backend on prepared inputs, device-synchronised, each cell in its own "
-        f"process; percentiles use the `{', '.join(methods) or 'linear'}` method over all timed iterations, "
-        "and the p50 interval is a seeded 95% percentile bootstrap.",
-        "- The 95% intervals describe sampling noise within this run. Between runs, CPU frequency, cache and "
-        "memory placement and other tenants move p50s by more than that (on the reference 2-core VM, 1-7% for "
-        "INT8 cells and up to about 30% for FP32 cells between back-to-back runs), so judge a change between "
-        "runs with `harness compare` and its threshold, not by overlapping intervals.",
-        "- speedup = baseline p50 / cell p50 at the same hardware, device, batch size and sequence length.",
-        "- agreement and max abs logit diff compare each variant with its source model in eager FP32 on CPU over "
-        "the whole eval split. McNemar p is the exact test of the variant's per-example correctness against the "
-        f"teacher's; gate = pass when accuracy >= {', '.join(str(g) for g in gates) or '0.99'} x the source "
-        "model's accuracy.",
-        "- GFLOP/s counts encoder matrix work on the padded batch; % of peak compares it with the run's own "
-        "large-GEMM measurement (INT8 peak for INT8 variants where measured).",
-        "- seq len `dynamic` pads each batch to its longest real sentence.",
+        "- Latency is one call of the backend on prepared inputs, device-synchronised. The run is planned up "
+        "front and executed in interleaved rounds: each round loads every variant in a fresh process, in a seeded "
+        "shuffled order (mirrored every other round), and gives each cell the same time share in whole passes "
+        "over its inputs, after warming up every distinct input shape.",
+        "- Inputs: at batch 1 with real lengths, a length-stratified sample of the eval split (the inputs column "
+        "gives their mean real tokens beside the split's); at larger batches, random batches of the split, as "
+        "many as the time share allows (at least the suite's minimum); fixed lengths time the same sentences.",
+        "- Each input's latency is its median over rounds; percentiles (numpy "
+        f"`{', '.join(methods) or 'linear'}`) are over inputs, each input weighing the same; a tail percentile "
+        "needs at least 1/(1-q) distinct inputs, else it is left out. The p50 interval is a seeded 95% bootstrap "
+        "that resamples rounds and inputs, never consecutive iterations.",
+        "- speedup = baseline p50 / cell p50, computed per round (same round, same run) and combined as a "
+        "geometric mean; its interval resamples rounds (paired) and inputs. Between runs use `harness compare`, "
+        "which normalizes each cell by the same round's baseline cell.",
+        "- Accuracy is measured on the whole eval split at each cell's own shape (the 'measured at' column); "
+        "variants whose predictions cannot depend on batch composition (FP32) are scored once. McNemar p is the "
+        "exact test of per-example correctness against the teacher's; gates pass when accuracy >= "
+        f"{', '.join(str(g) for g in gates) or '0.99'} x the source model's (gate vs source) and the teacher's "
+        "(gate vs teacher) accuracy.",
+        "- GFLOP/s counts encoder matrix work on the padded batch. % of peak = the time the machine's measured "
+        "GEMM peaks need for that work (INT8 layers at the INT8 peak, FP32 ones at the FP32 peak) over the "
+        "measured time; the peaks are the best large GEMM of each runtime the suite uses, measured before any "
+        "training or cell.",
+        "- cell RSS is the cell process's peak resident memory above its own baseline after importing its runtime "
+        "and before loading the model; process peak RSS includes the runtime's libraries.",
     ]
-    busy = [r for r in frame["run"] if r.get("env", {}).get("load_avg_1m", 0) > 0.5 * (r["env"].get("cores") or 1)]
+    busy = [r for r in frame["run"] if r.get("env", {}).get("load_avg_1m", 0) > (r["env"].get("cores") or 1)]
     if busy:
         notes.append(
             "- **Warning:** the machine was busy when a run started (1-minute load average "
             f"{busy[0]['env']['load_avg_1m']} on {busy[0]['env'].get('cores')} cores); other processes "
             "compete for the cores and multi-threaded timings can be far slower than on an idle machine."
         )
-    if frame.get("hit_time_cap", pd.Series(dtype=bool)).fillna(False).astype(bool).any():
-        notes.append("- Some cells hit timing.max_seconds before timing.min_iterations: they have few samples.")
     return "\n".join(notes)

@@ -1,0 +1,103 @@
+"""Tokenised eval sentences as ready-to-run batches: the whole split for scoring, a representative
+sample of it for timing.
+
+``dynamic`` pads each batch to its longest real sentence; a number pads or truncates every
+sentence to exactly that many tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SeqLen = int | str
+
+
+@dataclass(frozen=True)
+class Batch:
+    arrays: dict[str, np.ndarray]
+    indices: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.arrays["input_ids"].shape)  # type: ignore[return-value]
+
+    @property
+    def real_tokens(self) -> float:
+        """Mean unpadded tokens per sentence of this batch."""
+        return float(self.arrays["attention_mask"].sum() / self.arrays["attention_mask"].shape[0])
+
+
+def encode(tokenizer: object, texts: Sequence[str], seq_len: SeqLen, max_length: int) -> list[list[int]]:
+    limit = max_length if seq_len == "dynamic" else int(seq_len)
+    encoded = tokenizer(list(texts), truncation=True, max_length=limit, padding=False)  # type: ignore[operator]
+    return encoded["input_ids"]
+
+
+def pad_batch(token_ids: Sequence[Sequence[int]], seq_len: SeqLen, pad_id: int, indices: np.ndarray) -> Batch:
+    width = max(len(ids) for ids in token_ids) if seq_len == "dynamic" else int(seq_len)
+    input_ids = np.full((len(token_ids), width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(token_ids), width), dtype=np.int64)
+    for row, ids in enumerate(token_ids):
+        input_ids[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
+    arrays = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": np.zeros_like(input_ids),
+    }
+    return Batch(arrays, indices)
+
+
+def make_batches(token_ids: Sequence[Sequence[int]], batch_size: int, seq_len: SeqLen, pad_id: int) -> list[Batch]:
+    """Every sentence once, in eval order: the batches a variant is scored on at this shape."""
+    count = len(token_ids)
+    starts = range(0, count, batch_size)
+    return [
+        pad_batch(token_ids[s : s + batch_size], seq_len, pad_id, np.arange(s, min(s + batch_size, count)))
+        for s in starts
+    ]
+
+
+def stratified_sample(lengths: Sequence[int], count: int, seed: int) -> np.ndarray:
+    """``count`` sentence indices whose length distribution matches the split's, in seeded random order.
+
+    The split is sorted by length (ties broken at random) and cut into ``count`` equal-count bins;
+    one sentence is drawn from each bin, so every length quantile is represented exactly once.
+    """
+    rng = np.random.default_rng(seed)
+    total = len(lengths)
+    count = min(count, total)
+    by_length = np.lexsort((rng.random(total), np.asarray(lengths)))
+    edges = np.linspace(0, total, count + 1).astype(int)
+    picks = np.array([by_length[rng.integers(lo, hi)] for lo, hi in zip(edges[:-1], edges[1:])], dtype=int)
+    return rng.permutation(picks)
+
+
+def timing_order(lengths: Sequence[int], batch_size: int, single_inputs: int, seed: int) -> np.ndarray:
+    """The sentence order a shape's timed inputs are cut from (consecutive runs of ``batch_size``).
+
+    At batch 1, a length-stratified sample of ``single_inputs`` sentences; at larger batches the
+    whole split in seeded random order, so each batch mixes lengths as live traffic does, and any
+    prefix of batches is a random sample of the split.
+    """
+    if batch_size == 1:
+        return stratified_sample(lengths, single_inputs, seed)
+    return np.random.default_rng(seed).permutation(len(lengths))
+
+
+def timing_batches(
+    token_ids: Sequence[Sequence[int]], order: np.ndarray, batch_size: int, seq_len: SeqLen, pad_id: int
+) -> list[Batch]:
+    """Full batches of ``batch_size`` along ``order`` (a ragged tail is dropped: it is not the shape timed)."""
+    usable = len(order) - len(order) % batch_size if len(order) >= batch_size else len(order)
+    return [
+        pad_batch([token_ids[i] for i in order[s : s + batch_size]], seq_len, pad_id, order[s : s + batch_size])
+        for s in range(0, usable, batch_size)
+    ]
+
+
+def mean_real_tokens(token_ids: Sequence[Sequence[int]]) -> float:
+    return float(np.mean([len(ids) for ids in token_ids])) if len(token_ids) else 0.0

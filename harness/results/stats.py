@@ -1,0 +1,68 @@
+"""Pure summary statistics over latency samples."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+PERCENTILE_METHOD = "linear"  # numpy's default, Hyndman & Fan type 7
+
+
+def classification_scores(
+    logits: np.ndarray, labels: Sequence[int], reference_logits: np.ndarray | None
+) -> dict[str, float | None]:
+    """Accuracy, label agreement with the reference model and max |logit difference|."""
+    predictions = logits.argmax(axis=-1)
+    scores: dict[str, float | None] = {
+        "accuracy": float((predictions == np.asarray(labels)).mean()),
+        "agreement": None,
+        "max_abs_logit_diff": None,
+    }
+    if reference_logits is not None:
+        scores["agreement"] = float((predictions == reference_logits.argmax(axis=-1)).mean())
+        scores["max_abs_logit_diff"] = float(np.abs(logits - reference_logits).max())
+    return scores
+
+
+def mcnemar_exact(first_correct: Sequence[bool], second_correct: Sequence[bool]) -> float:
+    """Two-sided exact McNemar p-value: a binomial test on the discordant pairs."""
+    from scipy import stats
+
+    first = np.asarray(first_correct, dtype=bool)
+    second = np.asarray(second_correct, dtype=bool)
+    if first.shape != second.shape:
+        raise ValueError("predictions of different lengths")
+    only_first = int((first & ~second).sum())
+    only_second = int((~first & second).sum())
+    discordant = only_first + only_second
+    if discordant == 0:
+        return 1.0
+    return float(stats.binomtest(only_first, discordant, 0.5).pvalue)
+
+
+def accuracy_gate(accuracy: float | None, source_accuracy: float | None, fraction: float) -> str:
+    """``pass`` when a variant keeps at least ``fraction`` of its source model's accuracy."""
+    if accuracy is None or source_accuracy is None:
+        return "n/a"
+    return "pass" if accuracy >= fraction * source_accuracy else "fail"
+
+
+def welch_log_p(old: Sequence[float], new: Sequence[float], min_n: int = 3) -> float | None:
+    """Two-sided Welch t-test p-value on the logs of two sets of per-round values.
+
+    ``None`` (not tested, never 0) when either side has fewer than ``min_n`` values, a value is not
+    positive, or the test is undefined (both sides without any spread).
+    """
+    from scipy import stats
+
+    if len(old) < min_n or len(new) < min_n or min(*old, *new) <= 0:
+        return None
+    old_logs, new_logs = np.log(np.asarray(old, dtype=float)), np.log(np.asarray(new, dtype=float))
+    if np.ptp(old_logs) == 0 and np.ptp(new_logs) == 0:
+        return None
+    with warnings.catch_warnings():  # near-identical values only warn about precision
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p_value = float(stats.ttest_ind(old_logs, new_logs, equal_var=False).pvalue)
+    return None if np.isnan(p_value) else p_value

@@ -1,0 +1,80 @@
+"""A built model with everything its cells share: tokenizer, reference logits, lineage."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.adapters import Artifact
+from harness.data.splits import TextSplit
+from harness.errors import HarnessError
+from harness.models.pipeline import BuiltModel
+from harness.registry import Registry
+from harness.run.plan import Shape
+from harness.run.workloads import Workloads
+from harness.suite import ModelConfig, Suite
+
+log = logging.getLogger("harness")
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    config: ModelConfig
+    path: Path
+    content_key: str
+    tokenizer: Any
+    params: int
+    reference_logits: np.ndarray
+    lineage: dict[str, Any]
+
+
+def prepare_model(
+    suite: Suite, config: ModelConfig, built: BuiltModel, split: TextSplit, backends: Registry, workloads: Workloads
+) -> PreparedModel:
+    """Load the model once in eager FP32 to score the reference logits every variant is compared with."""
+    from harness.compress.lineage import describe_model
+
+    tokenizer = load_tokenizer(built.path)
+    batches = workloads.for_scoring(tokenizer, accuracy_shape(suite))
+    reference = backends.get("pytorch").load(Artifact(built.path, "transformers"), "cpu", suite.threads)
+    model_config = reference.model.config
+    check_labels(config, model_config.num_labels, split)
+    logits = np.concatenate([reference.logits(reference.run(reference.prepare(b))) for b in batches])
+    lineage = {
+        "parent": built.parent,
+        "stage": built.stage,
+        **describe_model(reference.model, seq_len=suite.max_length),
+        "head_dim": model_config.hidden_size // model_config.num_attention_heads,
+        "train_seconds": built.report.get("train_seconds", built.report.get("stage_seconds")),
+        "train_samples": built.report.get("train_samples"),
+    }
+    params = sum(p.numel() for p in reference.model.parameters())
+    reference.close()
+    gc.collect()
+    log.info("%s: %s (%.1fM params)", config.name, built.path, params / 1e6)
+    return PreparedModel(config, built.path, built.key, tokenizer, params, logits, lineage)
+
+
+def accuracy_shape(suite: Suite) -> Shape:
+    """Where batch-invariant variants (and the reference) are scored."""
+    return Shape(suite.accuracy_batch_size, "dynamic")
+
+
+def load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def check_labels(config: ModelConfig, num_labels: int, split: TextSplit) -> None:
+    bad = [label for label in split.labels if not 0 <= label < num_labels]
+    if bad:
+        raise HarnessError(
+            f"model '{config.name}' has {num_labels} labels but the eval split has label {bad[0]} "
+            f"({split.origin}); set models[].num_labels or check task.label_column"
+        )

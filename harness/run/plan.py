@@ -1,0 +1,109 @@
+"""Every cell of a suite, decided up front: which variants run which shapes, and which cells cannot
+run here (an ``n/a`` row with its reason). Planning loads nothing and runs nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any
+
+from harness.registry import Registry
+from harness.results.rows import cell_key
+from harness.suite import ExporterEntry, Suite
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch_size: int
+    seq_len: int | str
+
+    @property
+    def label(self) -> str:
+        length = "dynamic" if self.seq_len == "dynamic" else f"seq {self.seq_len}"
+        return f"batch {self.batch_size}, {length}"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model x exporter x backend x device, and the shapes it still has to time."""
+
+    model: str
+    exporter: ExporterEntry
+    backend: str
+    device: str
+    shapes: tuple[Shape, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/{self.exporter.display_name}/{self.backend}/{self.device}"
+
+    def base(self, shape: Shape) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "exporter": self.exporter.display_name,
+            "backend": self.backend,
+            "device": self.device,
+            "batch_size": shape.batch_size,
+            "seq_len": shape.seq_len,
+        }
+
+    def cell(self, shape: Shape) -> tuple[str, ...]:
+        return cell_key(self.base(shape))
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Cells that get a row without running: ``n/a`` with the reason."""
+
+    base: dict[str, Any]
+    reason: str
+
+
+@dataclass
+class Plan:
+    variants: list[Variant] = field(default_factory=list)
+    unavailable: list[Unavailable] = field(default_factory=list)
+    already_done: int = 0
+
+    @property
+    def total_cells(self) -> int:
+        return self.already_done + len(self.unavailable) + sum(len(v.shapes) for v in self.variants)
+
+
+def suite_shapes(suite: Suite) -> list[Shape]:
+    return [Shape(b, s) for b, s in product(suite.shapes.batch_sizes, suite.shapes.seq_lens)]
+
+
+def plan_cells(suite: Suite, exporters: Registry, backends: Registry, done: Iterable[tuple[str, ...]] = ()) -> Plan:
+    """Cells already finished (``done``, from a resumed run) are counted but not planned again."""
+    finished = set(done)
+    plan = Plan()
+    shapes = suite_shapes(suite)
+    for model, entry in product(suite.models, suite.exporters):
+        exporter = exporters.get(entry.name)
+        compatible = [b for b in suite.backends if exporter.format in backends.get(b).formats]
+        if not compatible:  # one n/a row per shape says no backend can load this format
+            reason = f"no backend in the suite loads format '{exporter.format}'"
+            targets = [(Variant(model.name, entry, "(none)", d, ()), reason) for d in suite.devices]
+        else:
+            targets = [
+                (Variant(model.name, entry, b, d, ()), _reason(exporter, backends.get(b), d))
+                for b, d in product(compatible, suite.devices)
+            ]
+        for variant, reason in targets:
+            todo = tuple(s for s in shapes if variant.cell(s) not in finished)
+            plan.already_done += len(shapes) - len(todo)
+            if reason:
+                plan.unavailable += [Unavailable(variant.base(s), reason) for s in todo]
+            elif todo:
+                plan.variants.append(Variant(variant.model, entry, variant.backend, variant.device, todo))
+    return plan
+
+
+def _reason(exporter: Any, backend: Any, device: str) -> str | None:
+    return (
+        exporter.unavailable_reason()
+        or backend.unavailable_reason(device)
+        or backend.cell_unavailable_reason(exporter.format, device)
+    )

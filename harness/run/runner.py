@@ -1,0 +1,271 @@
+"""Runs a suite: plan every cell, build the models, export the variants, then interleaved rounds.
+
+Planning (``plan``), scheduling (``schedule``), executing isolated jobs (``harness.measure``) and
+building rows (``harness.results.build``) are separate pieces; this module only wires them up.
+A cell that cannot run becomes an ``n/a`` row with its reason, one that fails an ``error`` or
+``timeout`` row; nothing is silently left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from harness.adapters import Artifact
+from harness.cache import ArtifactCache
+from harness.data.splits import load_split
+from harness.environment import collect_environment, environment_fingerprint, package_versions
+from harness.errors import HarnessError
+from harness.measure.execute import ScoreTask, TimingTask, VariantJob, VariantOutcome, execute_variant
+from harness.measure.isolation import run_isolated
+from harness.measure.timing import Clock, PassPolicy
+from harness.models.pipeline import ModelPipeline
+from harness.registry import Registry
+from harness.results.build import CellContext, Scored, artifact_size_mb, failed_row, ok_row, round_matrix_ms
+from harness.results.rows import CellRow, ResultsWriter, cell_key, read_rows, rows_of_run
+from harness.run.models import PreparedModel, accuracy_shape, prepare_model
+from harness.run.plan import Plan, Shape, Variant, plan_cells
+from harness.run.schedule import CellProgress, round_order, schedule
+from harness.run.workloads import TimingInputs, Workloads
+from harness.suite import Suite
+
+log = logging.getLogger("harness")
+
+
+@dataclass(frozen=True)
+class Ready:
+    """An exported variant and what its cells are judged against."""
+
+    variant: Variant
+    artifact: Artifact
+    model: PreparedModel
+    context: CellContext
+    base: dict[str, Any]
+    batch_invariant: bool
+
+
+class Runner:
+    def __init__(
+        self,
+        suite: Suite,
+        exporters: Registry,
+        backends: Registry,
+        results_path: Path,
+        suite_file: str = "",
+        clock: Clock = time.perf_counter,
+        progress: bool = True,
+        fresh: bool = False,
+    ) -> None:
+        self.suite = suite
+        self.exporters = exporters
+        self.backends = backends
+        self.results_path = Path(results_path)
+        self.fresh = fresh
+        self.cache = ArtifactCache(Path(suite.output.cache_dir))
+        self.clock = clock
+        self.progress = progress
+        self.run_info: dict[str, Any] = {
+            "run_id": uuid.uuid4().hex[:12],
+            "suite": suite.name,
+            "suite_file": suite_file,
+            "suite_hash": suite.content_hash(),
+            "baseline": f"{suite.baseline_model}/{suite.baseline.exporter}/{suite.baseline.backend}",
+            "accuracy_gate": suite.accuracy_gate,
+            "rounds": suite.timing.rounds,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.rows: list[CellRow] = []
+
+    def run(self) -> list[CellRow]:
+        suite = self.suite
+        self._check_required_devices()
+        env = collect_environment(suite.threads)
+        self.run_info.update(env=env, env_fingerprint=environment_fingerprint(env))
+        done = self._resume()
+        plan = plan_cells(suite, self.exporters, self.backends, done)
+        self.run_info["machine_peak"] = self._measure_peaks()  # quiet machine: before training and cells
+        eval_split = load_split(suite.task, suite.task.split, suite.task.max_samples, self.cache.root / "datasets")
+        log.info("eval set: %d sentences from %s", len(eval_split.texts), eval_split.origin)
+        self.run_info["eval_origin"] = eval_split.origin
+        self.workloads = Workloads(eval_split, suite.max_length, suite.timing)
+        built = ModelPipeline(suite, self.cache, eval_split).build_all()
+        models = {
+            c.name: prepare_model(suite, c, built[c.name], eval_split, self.backends, self.workloads)
+            for c in suite.models
+        }
+        self.labels = np.asarray(eval_split.labels)
+        self.teacher_logits = models[suite.baseline_model].reference_logits
+        with self._progress_bar(plan) as self.bar:
+            for cell in plan.unavailable:
+                params = models[cell.base["model"]].params
+                self._emit(failed_row({**cell.base, "params": params}, "n/a", cell.reason, self.run_info))
+            ready = [r for r in (self._export(v, models[v.model]) for v in plan.variants) if r is not None]
+            self._run_rounds(ready)
+        return self.rows
+
+    def _progress_bar(self, plan: Plan) -> tqdm:
+        return tqdm(
+            total=plan.total_cells,
+            initial=plan.already_done,
+            desc="cells",
+            unit="cell",
+            disable=not self.progress,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}{postfix}]",
+        )
+
+    def _check_required_devices(self) -> None:
+        for device in self.suite.required_devices:
+            for name in self.suite.backends:
+                reason = self.backends.get(name).unavailable_reason(device)
+                if reason:
+                    raise HarnessError(f"device '{device}' is required by the suite but {name} cannot use it: {reason}")
+
+    def _resume(self) -> set[tuple[str, ...]]:
+        """Keep finished cells of an interrupted run of the same suite on the same environment.
+
+        ``ok`` and ``n/a`` rows are kept and their cells skipped; ``error`` and ``timeout`` cells
+        run again. Rows of another suite version or environment are moved aside, not mixed in.
+        """
+        path, done = self.results_path, set()
+        if path.is_file() and path.stat().st_size:
+            rows = read_rows([path])
+            mine = rows_of_run(rows, self.run_info["suite_hash"], self.run_info["env_fingerprint"])
+            if self.fresh or len(mine) < len(rows) or not mine:
+                path.replace(path.with_name(path.stem + ".previous.jsonl"))
+                log.info("previous results moved to %s", path.with_name(path.stem + ".previous.jsonl"))
+            else:
+                done = {cell_key(r) for r in mine if r["status"] in ("ok", "n/a")}
+                log.info("resuming: %d finished cells kept from %s", len(done), path)
+        self.writer = ResultsWriter(path)
+        return done
+
+    def _measure_peaks(self) -> dict[str, Any]:
+        from harness.measure.peak import measure_peaks
+
+        runtimes = set()
+        for name in self.suite.backends:
+            backend = self.backends.get(name)
+            if backend.runtime and backend.unavailable_reason() is None:
+                runtimes.add(backend.runtime)
+        log.info("measuring the GEMM peak of %s", ", ".join(sorted(runtimes)) or "no runtime")
+        return measure_peaks(self.suite.threads, sorted(runtimes), self.suite.timing.peak_gemm_size)
+
+    def _export(self, variant: Variant, model: PreparedModel) -> Ready | None:
+        exporter = self.exporters.get(variant.exporter.name)
+        options = exporter.Options.model_validate(variant.exporter.options)
+        base = {"model": variant.model, "exporter": variant.exporter.display_name, "params": model.params}
+        key = self.cache.key(
+            exporter.name, exporter.code_version(), options.model_dump(), model.content_key, package_versions()
+        )
+        label = f"{variant.model}/{variant.exporter.display_name}"
+        if self.cache.lookup("exports", key) is None:
+            self.bar.set_postfix_str(f"exporting {label}")
+            log.info("exporting %s", label)
+        try:
+            build = lambda out: exporter.export(model.path, out, options)  # noqa: E731
+            path = self.cache.get_or_build("exports", key, build, {"label": label})
+        except Exception as error:  # one failed export must not stop the other variants
+            log.exception("export %s failed", label)
+            for shape in variant.shapes:
+                reason = f"export failed: {type(error).__name__}: {error}"
+                self._emit(failed_row({**variant.base(shape), **base}, "error", reason, self.run_info))
+            return None
+        context = CellContext(
+            labels=self.labels,
+            teacher_logits=self.teacher_logits,
+            reference_logits=model.reference_logits,
+            accuracy_gate=self.suite.accuracy_gate,
+            peaks=self.run_info["machine_peak"],
+            lineage=model.lineage,
+            precision=exporter.precision,
+        )
+        artifact = Artifact(path, exporter.format, {"key": key})
+        sized = {**base, "size_mb": artifact_size_mb(path), "lineage": model.lineage}
+        return Ready(variant, artifact, model, context, sized, exporter.batch_invariant)
+
+    def _run_rounds(self, ready: list[Ready]) -> None:
+        rounds = self.suite.timing.rounds
+        progress = {r.variant.cell(s): CellProgress() for r in ready for s in r.variant.shapes}
+        self.scores: dict[str, dict[str, Any]] = {}
+        for round_index, item in schedule(ready, rounds, self.suite.timing.seed):
+            self.bar.set_postfix_str(f"round {round_index + 1}/{rounds} {item.variant.name}")
+            cells = [progress[item.variant.cell(s)] for s in item.variant.shapes]
+            if not all(c.failure for c in cells):  # a variant that already failed is not retried
+                load_avg = os.getloadavg()[0]
+                outcome = self._execute(self._job(item, round_index, progress), item.variant.backend)
+                self._record(item, round_index, outcome, progress, load_avg)
+            for shape in item.variant.shapes:  # each cell counts once: a share per round
+                if round_index == rounds - 1:
+                    self._emit(self._row(item, shape, progress[item.variant.cell(shape)]), 1 / rounds)
+                else:
+                    self.bar.update(1 / rounds)
+
+    def _job(self, item: Ready, round_index: int, progress: dict[tuple[str, ...], CellProgress]) -> VariantJob:
+        timing = self.suite.timing
+        shapes = round_order(item.variant.shapes, round_index, timing.seed + 1)
+        tasks = []
+        for shape in shapes:
+            inputs = self._timing_inputs(item, shape)
+            count = progress[item.variant.cell(shape)].count
+            batches = [b.arrays for b in inputs.batches[: count or len(inputs.batches)]]
+            tasks.append(TimingTask(item.variant.cell(shape), batches, inputs.min_count, count))
+        scoring = self._scoring(item) if round_index == 0 else []
+        policy = PassPolicy(
+            timing.seconds_per_cell, timing.warmup_passes, timing.min_passes, timing.max_passes, timing.seed
+        )
+        return VariantJob(
+            item.variant.backend, item.artifact, item.variant.device, self.suite.threads, policy, tasks, scoring
+        )
+
+    def _timing_inputs(self, item: Ready, shape: Shape) -> TimingInputs:
+        return self.workloads.for_timing(item.model.tokenizer, shape)
+
+    def _scoring(self, item: Ready) -> list[ScoreTask]:
+        shapes = [accuracy_shape(self.suite)] if item.batch_invariant else list(item.variant.shapes)
+        return [ScoreTask(s.label, self.workloads.for_scoring(item.model.tokenizer, s)) for s in shapes]
+
+    def _execute(self, job: VariantJob, backend: str) -> VariantOutcome:
+        if self.suite.isolation.mode == "none":
+            return execute_variant(job, self.clock)
+        return run_isolated(job, self.suite.isolation.timeout_s, self.backends.get(backend).preload)
+
+    def _record(self, item: Ready, round_index: int, outcome: VariantOutcome, progress: dict, load_avg: float) -> None:
+        if round_index == 0:
+            self.scores[item.variant.name] = dict(outcome.scores)
+        for shape in item.variant.shapes:
+            cell = progress[item.variant.cell(shape)]
+            times = outcome.cells.get(item.variant.cell(shape))
+            if outcome.status != "ok":
+                cell.fail(outcome.status, outcome.reason or "failed", round_index)
+            elif times is None or times.error:
+                cell.fail("error", times.error if times else "not timed", round_index)
+            else:
+                cell.add(times.passes, times.count, load_avg, dict(outcome.memory))
+
+    def _row(self, item: Ready, shape: Shape, cell: CellProgress) -> CellRow:
+        base = {**item.variant.base(shape), **item.base}
+        if cell.failure is not None:
+            return failed_row(base, cell.failure[0], cell.failure[1], self.run_info, **cell.peak_memory())
+        scores = self.scores.get(item.variant.name, {})
+        label = accuracy_shape(self.suite).label if item.batch_invariant else shape.label
+        logits = scores.get(label)
+        where = f"{label} (batch-invariant: one scoring serves every shape)" if item.batch_invariant else label
+        scored = Scored(logits, where, None if logits is not None else "not scored")
+        workload = self._timing_inputs(item, shape).workload(cell.count or 0)
+        extra = {"iterations": cell.timed_calls, "load_avg_1m": cell.load_avg, **cell.peak_memory()}
+        matrix = round_matrix_ms(cell.passes)
+        return ok_row(base, matrix, scored, workload, item.context, extra, self.run_info)
+
+    def _emit(self, row: CellRow, progress: float = 1.0) -> None:
+        self.writer.append(row)
+        self.rows.append(row)
+        self.bar.update(progress)
