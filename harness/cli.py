@@ -83,17 +83,17 @@ def _registries():  # noqa: ANN202
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from harness.preflight import preflight
+    from harness.run.plan import count_cells
     from harness.suite import load_suite
 
     exporters, backends = _registries()
-    from harness.preflight import preflight
 
     for path in args.suites:
         suite = load_suite(path, exporters, backends)
         preflight(suite, str(path))
-        cells = len(suite.models) * len(suite.exporters) * len(suite.backends) * len(suite.devices)
-        shapes = len(suite.shapes.batch_sizes) * len(suite.shapes.seq_lens)
-        print(f"{path}: ok (suite '{suite.name}', hash {suite.content_hash()}, up to {cells * shapes} cells)")
+        cells = count_cells(suite, exporters, backends)
+        print(f"{path}: ok (suite '{suite.name}', hash {suite.content_hash()}, {cells} cells)")
     return 0
 
 

@@ -124,21 +124,29 @@ def test_hand_computed_normalized_ratio() -> None:
     assert line.decided_by == "normalized"
 
 
-def test_machine_25_percent_slower_unchanged_rerun_is_not_flagged(tmp_path: Path, capsys) -> None:
+def test_unchanged_rerun_with_round_noise_is_not_flagged(tmp_path: Path, capsys) -> None:
+    old, new = _old_rows(), _new_rows({}, drift=1.03)  # the machine 3% slower: inside the threshold
+    assert set(compare_rows(old, new)["verdict"]) == {"same"}
+    assert _cli(tmp_path, old, new) == 0
+    assert "0 regressed" in capsys.readouterr().out
+
+
+def test_whole_machine_25_percent_slower_shows_only_at_the_baseline(tmp_path: Path, capsys) -> None:
     old, new = _old_rows(), _new_rows({}, drift=1.25)
     lines = _by_cell(compare_rows(old, new))
     for cell in (FAST, INT8):
         assert lines[cell].absolute_ratio == pytest.approx(1.25, rel=0.02)
         assert lines[cell].normalized_ratio == pytest.approx(1.0, rel=0.02)
         assert lines[cell].decided_by == "normalized"
-        assert lines[cell].verdict == "same"
-    # the baseline is the yardstick for the drift: decided by its absolute ratio, but not tested
+        assert lines[cell].verdict == "same"  # relative to the baseline, nothing changed
+    # everything slower at once (the machine, or the baseline variant) is the baseline cell's verdict
     assert lines[BASE].decided_by == "absolute"
     assert lines[BASE].absolute_ratio == pytest.approx(1.25)
-    assert lines[BASE].p_value is None and lines[BASE].verdict == "not tested"
-    assert _cli(tmp_path, old, new) == 0
-    assert "0 regressed" in capsys.readouterr().out
-    # by absolute p50s alone the drift looks like a regression of every cell
+    assert lines[BASE].p_value < 0.05 and lines[BASE].verdict == "regressed"
+    assert _cli(tmp_path, old, new) == 1
+    out = capsys.readouterr().out
+    assert "1 regressed" in out and "the whole machine" in out
+    # by absolute p50s alone every cell is a regression
     assert _cli(tmp_path, old, new, "--normalize", "none") == 1
     assert "3 cells compared: 3 regressed" in capsys.readouterr().out
 

@@ -2,8 +2,8 @@
 
 A shared machine's speed drifts between runs, so by default a cell is judged relative to its run's baseline
 cell in the same round: rel_r = cell round p50 / baseline round p50; normalized ratio = median(rel new) /
-median(rel old). Baseline cells and cells without a baseline in both runs are judged by new p50 / old p50,
-but a baseline cell that others were normalized to is not tested: its change looks just like machine drift.
+median(rel old). Baseline cells and cells without a baseline in both runs are judged by new p50 / old p50:
+a change of everything at once (the whole machine, or the baseline itself) shows there, and only there.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from harness.results.stats import welch_log_p
 Row = Mapping[str, Any]
 CELL = ["model", "exporter", "backend", "device", "batch_size", "seq_len"]
 RESULT = ["old_p50_ms", "new_p50_ms", "absolute_ratio", "normalized_ratio", "decided_by", "p_value", "verdict"]
-COLUMNS = [*CELL, *RESULT, "yardstick"]
+COLUMNS = [*CELL, *RESULT]
 HEADERS = ["model", "exporter", "backend", "device", "batch", "seq len", "old p50 (ms)", "new p50 (ms)"]
 HEADERS += ["absolute ratio", "normalized ratio", "decided by", "p", "verdict"]
 FORMATS = {"old_p50_ms": ".4g", "new_p50_ms": ".4g", "absolute_ratio": ".3f", "normalized_ratio": ".3f"}
 NORMALIZE = ("baseline", "none")
-YARDSTICK_NOTE = (
-    "a baseline cell moved beyond the threshold; as the yardstick for machine drift its own change is not "
-    "tested (--normalize none tests it)"
+BASELINE_NOTE = (
+    "a baseline cell moved beyond the threshold while the cells normalized to it did not: the whole machine "
+    "(or the baseline variant itself) changed speed between the runs"
 )
 MIX = (("env_fingerprint", "environments"), ("suite_hash", "suites"), ("git_commit", "code versions"))
 
@@ -93,11 +93,10 @@ def compare_rows(
     old_cells, new_cells = _ok_cells(old), _ok_cells(new)
     old_index, new_index = _run_index(old_cells), _run_index(new_cells)
     keys = sorted(old_cells.keys() & new_cells.keys(), key=str)
-    bases = {key: _baselines(old_cells[key], new_cells[key], old_index, new_index, normalize) for key in keys}
-    yardsticks = {_key(pair[0]) for pair in bases.values() if pair[0] and pair[1]}
     lines = []
     for key in keys:
-        line = compare_cell(old_cells[key], new_cells[key], *bases[key], threshold, alpha, key in yardsticks)
+        bases = _baselines(old_cells[key], new_cells[key], old_index, new_index, normalize)
+        line = compare_cell(old_cells[key], new_cells[key], *bases, threshold, alpha)
         lines.append({**dict(zip(CELL, key)), **line})
     table = pd.DataFrame(lines, columns=COLUMNS)
     for column in ("normalized_ratio", "p_value"):  # None stays None (not NaN): not normalized, not tested
@@ -112,20 +111,14 @@ def compare_cell(
     new_base: Row | None,
     threshold: float = 0.10,
     alpha: float = 0.05,
-    yardstick: bool = False,
 ) -> dict[str, Any]:
-    """One cell's ratios, p-value and verdict; the normalized ratio decides when both baseline rows are given.
-
-    A ``yardstick`` (the baseline cell that other cells were normalized to) is judged by its absolute
-    ratio but not tested: its own change cannot be told apart from the whole machine's drift.
-    """
+    """One cell's ratios, p-value and verdict; the normalized ratio decides when both baseline rows are given."""
     absolute = after["p50_ms"] / before["p50_ms"]
     if old_base and new_base:
         ratio, (old_values, new_values) = _normalized(before, after, old_base, new_base)
     else:
         ratio, old_values, new_values = absolute, _rounds(before), _rounds(after)
-    testable = old_values and new_values and not yardstick
-    p_value = welch_log_p(old_values, new_values) if testable else None
+    p_value = welch_log_p(old_values, new_values) if old_values and new_values else None
     return {
         "old_p50_ms": before["p50_ms"],
         "new_p50_ms": after["p50_ms"],
@@ -134,7 +127,6 @@ def compare_cell(
         "decided_by": "normalized" if old_base and new_base else "absolute",
         "p_value": p_value,
         "verdict": verdict(ratio, p_value, threshold, alpha),
-        "yardstick": yardstick,
     }
 
 
@@ -155,7 +147,7 @@ def render_comparison(
     normalize: str,
 ) -> str:
     """The markdown table, the cells found in one run only and a one-line summary."""
-    shown = table.drop(columns="yardstick").astype(object)
+    shown = table.astype(object)
     for column, spec in FORMATS.items():
         shown[column] = [format(x, spec) if x is not None and not pd.isna(x) else "" for x in table[column]]
     shown["p_value"] = [f"{p:.3g}" if p is not None and not pd.isna(p) else "not tested" for p in table["p_value"]]
@@ -163,8 +155,10 @@ def render_comparison(
     lines += [
         f"only in {label}: {', '.join(cells)}" for label, cells in (("old", only_old), ("new", only_new)) if cells
     ]
-    if (table["yardstick"] & (table["verdict"] == "not tested")).any():
-        lines.append(f"note: {YARDSTICK_NOTE}")
+    absolute = table[table["decided_by"] == "absolute"]
+    normalized = table[table["decided_by"] == "normalized"]
+    if (absolute["verdict"] != "same").any() and not normalized.empty and (normalized["verdict"] == "same").all():
+        lines.append(f"note: {BASELINE_NOTE}")
     counts = table["verdict"].value_counts()
     mode = "normalized to the baseline cell" if normalize == "baseline" else "absolute ratios only"
     lines.append(

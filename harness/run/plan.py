@@ -75,6 +75,15 @@ def suite_shapes(suite: Suite) -> list[Shape]:
     return [Shape(b, s) for b, s in product(suite.shapes.batch_sizes, suite.shapes.seq_lens)]
 
 
+def count_cells(suite: Suite, exporters: Registry, backends: Registry) -> int:
+    """How many rows a run of ``suite`` writes (each compatible backend, or one ``(none)`` row set)."""
+    per_exporter = [
+        max(1, sum(exporters.get(e.name).format in backends.get(b).formats for b in suite.backends))
+        for e in suite.exporters
+    ]
+    return len(suite.models) * sum(per_exporter) * len(suite.devices) * len(suite_shapes(suite))
+
+
 def plan_cells(suite: Suite, exporters: Registry, backends: Registry, done: Iterable[tuple[str, ...]] = ()) -> Plan:
     """Cells already finished (``done``, from a resumed run) are counted but not planned again."""
     finished = set(done)
