@@ -80,7 +80,9 @@ class PyTorchBackend(Backend):
         if artifact.format == "torch-dynamic-int8":
             from exporters.torch_dynamic_int8 import load_quantized
 
-            model = load_quantized(artifact.path)
+            with warnings.catch_warnings():  # torch.load of packed INT8 weights warns about TypedStorage
+                warnings.simplefilter("ignore")
+                model = load_quantized(artifact.path)
         else:
             from transformers import AutoModelForSequenceClassification
 

@@ -72,7 +72,11 @@ class Exporter(ABC):
         return missing_modules(*self.requires)
 
     def code_version(self) -> str:
-        return code_version(self)
+        """The version of the code that was imported: taken once, when the registry loads the adapter,
+        so an edit made while a run is under way cannot key old code's artifacts with the new version."""
+        if "_code_version" not in self.__dict__:
+            self.__dict__["_code_version"] = code_version(self)
+        return self.__dict__["_code_version"]
 
     @abstractmethod
     def export(self, source: Path, out_dir: Path, options: Options) -> None:

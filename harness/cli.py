@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # only our own progress at INFO: runtimes log every graph fusion there
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("harness").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.debug else logging.INFO
+    logging.getLogger("harness").setLevel(level)
     try:
         return args.handler(args)
     except HarnessError as error:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    common.add_argument("--debug", action="store_true", help="show tracebacks for errors, and each round's phases")
     common.add_argument("--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -105,6 +105,8 @@ class Registry(Generic[T]):
         adapter = getattr(module, self.attribute, None)
         if adapter is None:
             return  # helper modules without an adapter are allowed in the folder
+        if callable(getattr(adapter, "code_version", None)):
+            adapter.code_version()  # snapshot the version of the code just imported
         self._entries[adapter.name] = adapter
 
 

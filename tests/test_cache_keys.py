@@ -129,12 +129,6 @@ def test_changed_label_alone_changes_the_key(toy_task, tmp_path: Path, caplog) -
     assert _trained_models(tmp_path / "cache") == sorted([first.key, changed.key])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug: datasets' local CSV cache is keyed by path + mtime, so an edit that keeps the "
-    "file's mtime is served from the stale Arrow cache and the content hash never sees it",
-)
 def test_edit_that_keeps_the_mtime_still_retrains(toy_task, caplog) -> None:
     # e.g. a copy made with `cp -p`, `rsync -a` or `tar x`, or two writes within a coarse timestamp tick
     data, suite = toy_task
@@ -211,6 +205,19 @@ def test_code_version_follows_the_module_file_and_its_helpers(tmp_path: Path) ->
     helper.unlink()
     module.write_text(MINE, encoding="utf-8")
     assert _registry(folder).get("mine").code_version() == original
+
+
+def test_code_version_is_the_imported_code_not_a_later_edit(tmp_path: Path) -> None:
+    folder = tmp_path / "exporters"
+    folder.mkdir()
+    module = folder / "mine.py"
+    module.write_text(MINE, encoding="utf-8")
+    loaded = _registry(folder).get("mine")
+    imported = loaded.code_version()
+    # edited while a run is under way: the loaded (old) code must not claim the new version
+    module.write_text(MINE + "# edited during the run\n", encoding="utf-8")
+    assert loaded.code_version() == imported
+    assert _registry(folder).get("mine").code_version() != imported  # the next run sees the edit
 
 
 def test_builtin_exporter_versions_are_stable_and_distinct() -> None:

@@ -147,12 +147,12 @@ def test_run_with_dropin_backend(plugin_root: Path, toy_data_root: Path, cache_d
     proc = run_cli("run", path, "--out", tmp_path / "out", "--no-progress", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_jsonl(tmp_path / "out" / "dropin.jsonl")
-    # cells that cannot run are written first, measured ones when their last round ends
+    # measured cells are written when their last round ends, cells that could not run after them
     assert [(r["backend"], r["device"], r["status"]) for r in rows] == [
-        ("ort-dropin", "cuda", "n/a"),
         ("ort-dropin", "cpu", "ok"),
+        ("ort-dropin", "cuda", "n/a"),
     ]
-    na, ok = rows
+    ok, na = rows
     assert ok["agreement"] == 1.0
     assert ok["max_abs_logit_diff"] < 1e-4
     assert ok["eval_samples"] == 12

@@ -225,7 +225,7 @@ def test_affordable_count_is_the_budget_over_the_mean_pilot_time() -> None:
 
 
 def test_affordable_count_is_clamped_to_min_count_and_to_the_input_count() -> None:
-    assert count_for(0.1, 2)[0] == 2  # floor(0.1 / 0.5) = 0, raised to min_count
+    assert count_for(0.6, 2)[0] == 2  # floor(0.6 / 0.5) = 1, raised to min_count
     assert count_for(100.0, 2)[0] == 10  # floor(100 / 0.5) = 200, cut to the 10 inputs
 
 
@@ -234,6 +234,12 @@ def test_affordable_count_pilot_touches_only_the_first_three_inputs() -> None:
     assert world.runs() == ["a", "a", "b", "b", "c", "c"]
     # each: warm call untimed, then the timed one between two clock reads
     assert world.kinds() == ["run", "sync", "clock", "run", "sync", "clock"] * 3
+
+
+def test_affordable_count_stops_the_pilot_when_the_minimum_fills_the_budget() -> None:
+    count, world = count_for(0.4, 2)  # the first input alone: 2 x 0.25 s >= 0.4 s
+    assert count == 2
+    assert world.runs() == ["a", "a"]
 
 
 # --- interleaved rounds -----------------------------------------------------------------------

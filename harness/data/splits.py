@@ -10,6 +10,7 @@ import csv
 import hashlib
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,11 +111,15 @@ def _load_local(path: Path, cache_dir: Path | None):  # noqa: ANN202 (datasets t
         # each sentence with a stray CR: lines end at LF only, and texts are stripped below.
         options.update(keep_default_na=False, na_filter=False, lineterminator="\n")
     datasets.disable_progress_bars()
+    # datasets keys its cache of a local file by path and modification time, so an edit that keeps
+    # the mtime (cp -p, rsync -a, tar) would be served stale: key the cache by content instead
+    content = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    root = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "harness-datasets"
     return datasets.load_dataset(
         builder,
         data_files={"data": str(path)},
         split="data",
-        cache_dir=str(cache_dir) if cache_dir else None,
+        cache_dir=str(root / content),
         **options,
     )
 

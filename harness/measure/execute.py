@@ -67,6 +67,8 @@ class VariantOutcome:
     cells: Mapping[CellId, CellTimes] = field(default_factory=dict)
     scores: Mapping[str, np.ndarray] = field(default_factory=dict)
     memory: Mapping[str, float | None] = field(default_factory=dict)
+    # wall seconds of each phase (load, score, time): what a round costs beyond the clock
+    phases: Mapping[str, float] = field(default_factory=dict)
 
 
 def describe_error(error: BaseException) -> str:
@@ -81,12 +83,16 @@ def execute_variant(job: VariantJob, clock: Clock = time.perf_counter) -> Varian
 
     probe = MemoryProbe(job.device)
     session = None
+    started = time.perf_counter()
     try:
         session = backends().get(job.backend).load(job.artifact, job.device, job.threads)
+        loaded = time.perf_counter()
         scores = {task.label: _score(session, task) for task in job.scoring}
         probe.model_loaded()
+        scored = time.perf_counter()
         cells = {task.cell: _time_cell(session, task, job.policy, clock) for task in job.timing}
-        return VariantOutcome("ok", None, cells, scores, probe.report())
+        phases = {"load": loaded - started, "score": scored - loaded, "time": time.perf_counter() - scored}
+        return VariantOutcome("ok", None, cells, scores, probe.report(), phases)
     except Exception as error:  # reported as this variant's error rows; the run goes on
         return VariantOutcome("error", describe_error(error), memory=probe.report())
     finally:

@@ -89,18 +89,20 @@ def affordable_count(
 ) -> int:
     """How many distinct inputs one pass can cover within ``budget_s`` (at least ``min_count``).
 
-    A pilot: the first few inputs, each run once to warm it and once timed.
+    A pilot: the first few inputs, each run once to warm it and once timed; it stops after the first
+    when even ``min_count`` inputs of that cost fill the budget (a slow cell pays no more pilot calls).
     """
     if len(inputs) <= min_count:
         return len(inputs)
-    pilot = inputs[: min(3, len(inputs))]
     seconds = []
-    for prepared in pilot:
+    for prepared in inputs[: min(3, len(inputs))]:
         run(prepared)
         synchronize()
         begin = clock()
         run(prepared)
         synchronize()
         seconds.append(clock() - begin)
+        if seconds[0] * min_count >= budget_s:  # the minimum alone fills the budget: no more pilot calls
+            return min_count
     per_call = max(float(np.mean(seconds)), 1e-9)
     return int(min(len(inputs), max(min_count, budget_s // per_call)))

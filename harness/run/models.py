@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from harness.adapters import Artifact
-from harness.data.splits import TextSplit
+from harness.cache import ArtifactCache
+from harness.data.splits import TextSplit, split_content_hash
+from harness.environment import package_versions
 from harness.errors import HarnessError
 from harness.models.pipeline import BuiltModel
 from harness.registry import Registry
@@ -20,6 +22,7 @@ from harness.run.workloads import Workloads
 from harness.suite import ModelConfig, Suite
 
 log = logging.getLogger("harness")
+REFERENCE_FILE = "logits.npy"
 
 
 @dataclass(frozen=True)
@@ -34,17 +37,33 @@ class PreparedModel:
 
 
 def prepare_model(
-    suite: Suite, config: ModelConfig, built: BuiltModel, split: TextSplit, backends: Registry, workloads: Workloads
+    suite: Suite,
+    config: ModelConfig,
+    built: BuiltModel,
+    split: TextSplit,
+    backends: Registry,
+    workloads: Workloads,
+    cache: ArtifactCache,
 ) -> PreparedModel:
-    """Load the model once in eager FP32 to score the reference logits every variant is compared with."""
+    """Load the model once in eager FP32 for its lineage and the reference logits every variant is
+    compared with (cached by model, eval data and shape, so a rerun does not score it again)."""
     from harness.compress.lineage import describe_model
 
     tokenizer = load_tokenizer(built.path)
-    batches = workloads.for_scoring(tokenizer, accuracy_shape(suite))
     reference = backends.get("pytorch").load(Artifact(built.path, "transformers"), "cpu", suite.threads)
     model_config = reference.model.config
     check_labels(config, model_config.num_labels, split)
-    logits = np.concatenate([reference.logits(reference.run(reference.prepare(b))) for b in batches])
+    shape = accuracy_shape(suite)
+    key = cache.key(
+        "reference", built.key, split_content_hash(split), shape.label, suite.max_length, package_versions()
+    )
+
+    def score(out: Path) -> None:
+        batches = workloads.for_scoring(tokenizer, shape)
+        logits = np.concatenate([reference.logits(reference.run(reference.prepare(b))) for b in batches])
+        np.save(out / REFERENCE_FILE, logits)
+
+    logits = np.load(cache.get_or_build("reference", key, score) / REFERENCE_FILE)
     lineage = {
         "parent": built.parent,
         "stage": built.stage,
