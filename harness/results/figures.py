@@ -86,10 +86,13 @@ def _speedup_plot(group: pd.DataFrame, path: Path, title: str) -> bool:
         return False
     labels = [f"{r.model}/{r.exporter}/{r.backend}" for r in group.itertuples()]
     figure, axes = plt.subplots(figsize=(9, 0.3 * len(group) + 1.5))
-    bars = axes.barh(labels, group["speedup"], color="tab:blue")
+    # the 95% interval over rounds and inputs, where the rows carry per-round data
+    low = (group["speedup"] - group["speedup_ci_low"]).clip(lower=0).fillna(0)
+    high = (group["speedup_ci_high"] - group["speedup"]).clip(lower=0).fillna(0)
+    bars = axes.barh(labels, group["speedup"], xerr=[low, high], color="tab:blue", error_kw={"lw": 0.8})
     axes.bar_label(bars, labels=[f"{s:.1f}x" for s in group["speedup"]], fontsize=7, padding=2)
     axes.axvline(1.0, color="k", lw=0.8)
-    axes.set_xlabel("speedup over the baseline (baseline p50 / cell p50)")
+    axes.set_xlabel("speedup over the baseline (paired per round; bars: 95% interval)")
     axes.set_title(title, fontsize=10)
     axes.tick_params(axis="y", labelsize=7)
     figure.tight_layout()

@@ -54,6 +54,5 @@ class CellProgress:
             self.failure = (status, f"round {round_index + 1}: {reason}")
 
     def peak_memory(self) -> dict[str, float | None]:
-        """Each memory field's largest value over the rounds."""
-        keys = {k for m in self.memory for k in m}
-        return {k: max((m[k] for m in self.memory if m.get(k) is not None), default=None) for k in sorted(keys)}
+        """The memory record of the round whose process peaked highest (its fields belong together)."""
+        return dict(max(self.memory, key=lambda m: m.get("peak_rss_mb") or 0.0, default={}))
