@@ -227,3 +227,17 @@ def test_report_cli_missing_file(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"error: {missing}: no such results file"]
     assert not (tmp_path / "o.md").exists()
+
+
+def test_busy_machine_is_flagged_beyond_the_cells_own_threads() -> None:
+    run = run_info("ra", "CPU-A")  # 2 benchmark threads
+    quiet = row(run, "eager-fp32", "pytorch", "cpu", 1, 4.0)
+    busy = row(run, "onnx-fp32", "onnxruntime", "cpu", 1, 1.0)
+    quiet["load_avg_1m"] = [2.0, 2.1, 2.45]  # the cells' own two threads, give or take
+    busy["load_avg_1m"] = [2.1, 3.4, 2.2]  # a third runnable thread for a while
+    text = render_report([quiet, busy])
+    flagged = [line for line in text.splitlines() if "machine busy" in line]
+    assert flagged == [
+        "- m/onnx-fp32/onnxruntime cpu batch 1 seq dynamic: machine busy: 1-minute load average up to 3.40 "
+        "with 2 benchmark threads on 8 cores"
+    ]
