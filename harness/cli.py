@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("old", type=Path)
     compare.add_argument("new", type=Path)
     compare.add_argument("--threshold", type=float, default=0.10, help="relative p50 growth that counts (0.10)")
+    compare.add_argument(
+        "--drift-allowance",
+        type=float,
+        default=0.20,
+        help="how far the baseline cell itself may move, as machine drift, before it counts (0.20)",
+    )
     compare.add_argument("--alpha", type=float, default=0.05, help="significance level of the Welch test (0.05)")
     compare.add_argument(
         "--normalize",
@@ -192,6 +198,8 @@ def _compare(args: argparse.Namespace) -> int:
     from harness.results.rows import read_rows
 
     check_options(args.threshold, args.alpha, args.normalize)
+    if not args.drift_allowance >= 0:
+        raise InputError(f"--drift-allowance must not be negative (got {args.drift_allowance})")
     for path in (args.old, args.new):
         if not path.is_file():
             raise InputError(f"{path}: no such results file")
@@ -200,7 +208,7 @@ def _compare(args: argparse.Namespace) -> int:
     except HarnessError as error:  # a corrupt results file is bad input too
         raise InputError(str(error)) from None
     check_comparable(old, new, args.across_machines)
-    table = compare_rows(old, new, args.threshold, args.alpha, args.normalize)
+    table = compare_rows(old, new, args.threshold, args.alpha, args.normalize, args.drift_allowance)
     if table.empty:
         raise InputError("the two results files have no cell in common")
     print(render_comparison(table, *unmatched(old, new), args.threshold, args.alpha, args.normalize))

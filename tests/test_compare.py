@@ -131,6 +131,15 @@ def test_unchanged_rerun_with_round_noise_is_not_flagged(tmp_path: Path, capsys)
     assert "0 regressed" in capsys.readouterr().out
 
 
+def test_machine_12_percent_slower_is_within_the_drift_allowance(tmp_path: Path, capsys) -> None:
+    old, new = _old_rows(), _new_rows({}, drift=1.12)
+    lines = _by_cell(compare_rows(old, new))
+    assert lines[BASE].absolute_ratio == pytest.approx(1.12) and lines[BASE].verdict == "same"
+    assert _cli(tmp_path, old, new) == 0
+    # without the allowance the baseline's own 12% would count
+    assert compare_rows(old, new, drift_allowance=0.0).set_index("backend").loc["pytorch", "verdict"] == "regressed"
+
+
 def test_whole_machine_25_percent_slower_shows_only_at_the_baseline(tmp_path: Path, capsys) -> None:
     old, new = _old_rows(), _new_rows({}, drift=1.25)
     lines = _by_cell(compare_rows(old, new))

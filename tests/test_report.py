@@ -127,7 +127,7 @@ def test_speedup_is_paired_per_round() -> None:
     speedup = frame.loc[frame["exporter"] == "onnx-fp32", "speedup"].item()
     assert speedup == pytest.approx((4.0 * 4.0 * 4.5) ** (1 / 3))  # geometric mean of per-round ratios
     low, high = frame.loc[frame["exporter"] == "onnx-fp32", ["speedup_ci_low", "speedup_ci_high"]].iloc[0]
-    assert 4.0 <= low <= speedup <= high <= 4.5
+    assert 4.0 - 1e-9 <= low <= speedup <= high <= 4.5 + 1e-9  # draws mix whole rounds: 4 to 4.5
 
 
 def test_speedup_is_baseline_p50_over_p50(rows) -> None:

@@ -18,6 +18,7 @@ from harness.results.rounds import (
     per_input,
     percentiles,
     round_p50s,
+    shared_prefix,
     summarize,
 )
 
@@ -154,7 +155,7 @@ def varied_inputs(rounds: int = 4) -> np.ndarray:
 
 def test_paired_speedup_of_a_cell_twice_as_fast_everywhere() -> None:
     baseline = varied_inputs() * np.array([1.0, 1.1, 0.9, 1.3])[:, None]  # rounds differ too
-    result = paired_speedup(baseline, baseline / 2, same_inputs=True)
+    result = paired_speedup(baseline, baseline / 2, shared=20)
     assert result["speedup"] == pytest.approx(2.0, rel=1e-12)
     assert result["speedup_rounds"] == [2.0, 2.0, 2.0, 2.0]
     # every resample pairs the same rounds and the same inputs: each draw is exactly 2
@@ -188,8 +189,8 @@ def test_paired_speedup_is_seeded() -> None:
 def test_same_inputs_narrows_the_interval_when_the_ratio_is_constant_per_input() -> None:
     baseline = varied_inputs()
     cell = baseline / 2
-    paired = paired_speedup(baseline, cell, same_inputs=True)
-    unpaired = paired_speedup(baseline, cell, same_inputs=False)
+    paired = paired_speedup(baseline, cell, shared=20)
+    unpaired = paired_speedup(baseline, cell, shared=0)
     assert paired["speedup"] == unpaired["speedup"] == pytest.approx(2.0)
     paired_width = paired["speedup_ci_high"] - paired["speedup_ci_low"]
     unpaired_width = unpaired["speedup_ci_high"] - unpaired["speedup_ci_low"]
@@ -199,11 +200,22 @@ def test_same_inputs_narrows_the_interval_when_the_ratio_is_constant_per_input()
     assert unpaired["speedup_ci_low"] < 2.0 < unpaired["speedup_ci_high"]
 
 
-def test_same_inputs_is_ignored_when_the_cells_timed_different_inputs() -> None:
-    baseline = varied_inputs()
-    cell = varied_inputs()[:, :10] / 2  # fewer inputs: cannot be paired input by input
-    result = paired_speedup(baseline, cell, same_inputs=True)
-    assert result["speedup_ci_high"] - result["speedup_ci_low"] > 1.0
+def test_only_the_shared_leading_inputs_are_compared() -> None:
+    baseline = varied_inputs()  # 20 inputs
+    cell = varied_inputs()[:, :10] / 2  # the cell timed the first 10 of the same inputs
+    result = paired_speedup(baseline, cell, shared=10)
+    # over the shared 10 the cell is exactly twice as fast; all 20 of the baseline's would give ~5.3x
+    assert result["speedup"] == pytest.approx(2.0) and result["speedup_inputs"] == 10
+    assert result["speedup_ci_high"] - result["speedup_ci_low"] == pytest.approx(0.0, abs=1e-12)
+    unpaired = paired_speedup(baseline, cell)
+    assert unpaired["speedup"] > 4.0 and unpaired["speedup_inputs"] is None
+
+
+def test_shared_prefix() -> None:
+    assert shared_prefix([5, 9, 2, 7], [5, 9, 2]) == 3
+    assert shared_prefix([5, 9, 2], [5, 8, 2]) == 1
+    assert shared_prefix([1], [2]) == 0
+    assert shared_prefix(None, [1]) == 0
 
 
 # --- summarize --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.adapters import Artifact
-from harness.measure.memory import MemoryProbe
+from harness.measure.memory import MemoryProbe, peak_rss_mb, reset_peak
 from harness.measure.timing import Clock, PassPolicy, affordable_count, time_passes
 
 CellId = tuple[str, ...]
@@ -58,6 +58,8 @@ class CellTimes:
     passes: tuple[tuple[float, ...], ...] = ()
     count: int = 0
     error: str | None = None
+    # the process's resident peak while this cell alone ran (the model already loaded)
+    peak_rss_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,9 @@ class VariantOutcome:
     cells: Mapping[CellId, CellTimes] = field(default_factory=dict)
     scores: Mapping[str, np.ndarray] = field(default_factory=dict)
     memory: Mapping[str, float | None] = field(default_factory=dict)
-    # wall seconds of each phase (load, score, time): what a round costs beyond the clock
+    # wall seconds of each phase (load, time, score): what a round costs beyond the clock
     phases: Mapping[str, float] = field(default_factory=dict)
+    score_errors: Mapping[str, str] = field(default_factory=dict)
 
 
 def describe_error(error: BaseException) -> str:
@@ -87,12 +90,12 @@ def execute_variant(job: VariantJob, clock: Clock = time.perf_counter) -> Varian
     try:
         session = backends().get(job.backend).load(job.artifact, job.device, job.threads)
         loaded = time.perf_counter()
-        scores = {task.label: _score(session, task) for task in job.scoring}
-        probe.model_loaded()
-        scored = time.perf_counter()
+        # timing first, in every round alike; the first round's scoring comes after it
         cells = {task.cell: _time_cell(session, task, job.policy, clock) for task in job.timing}
-        phases = {"load": loaded - started, "score": scored - loaded, "time": time.perf_counter() - scored}
-        return VariantOutcome("ok", None, cells, scores, probe.report(), phases)
+        timed = time.perf_counter()
+        scores, score_errors = _score_all(session, job.scoring)
+        phases = {"load": loaded - started, "time": timed - loaded, "score": time.perf_counter() - timed}
+        return VariantOutcome("ok", None, cells, scores, probe.report(), phases, score_errors)
     except Exception as error:  # reported as this variant's error rows; the run goes on
         return VariantOutcome("error", describe_error(error), memory=probe.report())
     finally:
@@ -100,17 +103,25 @@ def execute_variant(job: VariantJob, clock: Clock = time.perf_counter) -> Varian
             session.close()
 
 
-def _score(session: object, task: ScoreTask) -> np.ndarray:
-    return np.concatenate([session.logits(session.run(session.prepare(b))) for b in task.batches])  # type: ignore[attr-defined]
+def _score_all(session: object, tasks: list[ScoreTask]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Logits per shape; a shape that fails (e.g. out of memory) gets its error, the others still score."""
+    scores, errors = {}, {}
+    for task in tasks:
+        try:
+            scores[task.label] = np.concatenate([session.logits(session.run(session.prepare(b))) for b in task.batches])  # type: ignore[attr-defined]
+        except Exception as error:
+            errors[task.label] = describe_error(error)
+    return scores, errors
 
 
 def _time_cell(session: object, task: TimingTask, policy: PassPolicy, clock: Clock) -> CellTimes:
+    reset_peak()  # this cell's own peak, not the previous shape's
     try:
         prepared = [session.prepare(batch) for batch in task.inputs]  # type: ignore[attr-defined]
         run, sync = session.run, session.synchronize  # type: ignore[attr-defined]
         count = task.count or affordable_count(run, sync, prepared, policy.budget_s, task.min_count, clock)
         shapes: list[Hashable] = [batch["input_ids"].shape for batch in task.inputs[:count]]
         timed = time_passes(run, sync, prepared[:count], shapes, policy, clock)
-        return CellTimes(timed.passes, count)
+        return CellTimes(timed.passes, count, peak_rss_mb=peak_rss_mb())
     except Exception as error:  # one shape failing (e.g. out of memory) leaves the others
         return CellTimes(error=describe_error(error))

@@ -7,8 +7,6 @@ from typing import Any
 
 import numpy as np
 
-GEMM_SIZE = 1024
-
 
 def encoder_flops_per_token(
     hidden: int, heads_per_layer: Sequence[int], head_dim: int, ffn_per_layer: Sequence[int], seq_len: int

@@ -35,6 +35,11 @@ def reset_peak() -> bool:
         return False
 
 
+def peak_rss_mb() -> float:
+    """This process's resident high-water mark (since the last ``reset_peak``)."""
+    return _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class MemoryProbe:
     """Created first thing in a cell process; ``report`` at the end gives its memory fields."""
 
@@ -42,16 +47,12 @@ class MemoryProbe:
         self.device = device
         self.reset = reset_peak()
         self.baseline_mb = _status_mb("VmRSS") if self.reset else None
-        self.loaded_mb: float | None = None
         torch = sys.modules.get("torch")
         if device == "cuda" and torch is not None and torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
-    def model_loaded(self) -> None:
-        self.loaded_mb = _status_mb("VmRSS")
-
     def report(self) -> dict[str, float | None]:
-        peak = _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
         memory: dict[str, float | None] = {
             "peak_rss_mb": peak,
             "baseline_rss_mb": self.baseline_mb,

@@ -9,10 +9,12 @@ dynamic-quantized Linear, whose activation quantization would understate the pea
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+log = logging.getLogger("harness")
 METHOD = "best of {repeats} square GEMMs of each size per runtime, measured before any cell and before the last round"
 PRECISIONS = ("fp32", "int8")
 
@@ -36,6 +38,9 @@ def measure_peaks(
             try:
                 found = kernels(threads, side, repeats)
             except ImportError:  # runtime not installed on this machine: nothing to compare against
+                continue
+            except Exception as error:  # a runtime that cannot run a plain GEMM gives no peak, not a failed run
+                log.warning("no %s GEMM peak at %d: %s: %s", runtime, side, type(error).__name__, error)
                 continue
             for precision, (seconds, kernel) in found.items():
                 best = (flops / seconds / 1e9, f"{runtime} {kernel} {side}^3")

@@ -41,6 +41,7 @@ class Workload:
     mean_tokens: float
     split_mean_tokens: float
     key: str
+    starts: list[int]
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ def ok_row(
         precision=context.precision,
         inputs_distinct=int(matrix_ms.shape[1]),
         inputs_key=workload.key,
+        input_starts=workload.starts,
         input_mean_tokens=workload.mean_tokens,
         split_mean_tokens=workload.split_mean_tokens,
         rounds=int(matrix_ms.shape[0]),

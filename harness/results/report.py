@@ -250,9 +250,11 @@ def _notes(frame: pd.DataFrame) -> str:
         "- GFLOP/s counts encoder matrix work on the padded batch. % of peak = the time the machine's measured "
         "GEMM peaks need for that work (INT8 layers at the INT8 peak, FP32 ones at the FP32 peak) over the "
         "measured time; the peaks are the best large GEMM of each runtime the suite uses, measured before any "
-        "training or cell.",
-        "- cell RSS is the cell process's peak resident memory above its own baseline after importing its runtime "
-        "and before loading the model; process peak RSS includes the runtime's libraries.",
+        "training or cell and again before the last round (the best of both is kept). GPU cells get no fraction: "
+        "the peaks are the CPU's.",
+        "- cell RSS is the resident memory the cell's process reached while timing that cell (the model loaded), "
+        "above the process's own baseline after importing its runtime; process peak RSS includes the runtime's "
+        "libraries.",
     ]
     busy = [r for r in frame["run"] if r.get("env", {}).get("load_avg_1m", 0) > (r["env"].get("cores") or 1)]
     if busy:

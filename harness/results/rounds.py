@@ -92,34 +92,46 @@ def p50_interval(matrix: np.ndarray, seed: int = 0) -> tuple[float, float]:
     return _interval(_resampled_p50(matrix, np.random.default_rng(seed)))
 
 
-def paired_speedup(baseline: np.ndarray, cell: np.ndarray, seed: int = 0, same_inputs: bool = False) -> dict[str, Any]:
+def paired_speedup(baseline: np.ndarray, cell: np.ndarray, seed: int = 0, shared: int = 0) -> dict[str, Any]:
     """Baseline p50 over cell p50, paired round by round (same round, same machine state).
 
-    The point estimate is the geometric mean of the per-round ratios; the interval resamples the
-    shared rounds (paired) and the inputs: paired too when both cells timed the same sentences,
-    else each side's independently.
+    ``shared``: how many leading inputs both cells timed on the same sentences. Then only those are
+    compared, and resampled together; with none shared, each side's inputs are resampled on their
+    own. The estimate is the geometric mean of the per-round ratios, and the interval bootstraps that
+    same estimate, resampling the rounds (paired) and the inputs.
     """
     rounds = min(baseline.shape[0], cell.shape[0])
     baseline, cell = baseline[:rounds], cell[:rounds]
+    if shared:
+        baseline, cell = baseline[:, :shared], cell[:, :shared]
     per_round = [b / c for b, c in zip(round_p50s(baseline), round_p50s(cell))]
     rng = np.random.default_rng(seed)
     picked_rounds = rng.integers(0, rounds, (RESAMPLES, rounds))[:, :, None]
-    draws = []
-    shared = same_inputs and baseline.shape == cell.shape
-    shared_inputs = rng.integers(0, cell.shape[1], (RESAMPLES, cell.shape[1]))[:, None, :]
+    common = rng.integers(0, cell.shape[1], (RESAMPLES, 1, cell.shape[1]))
+    log_p50s = []
     for side in (baseline, cell):
-        picked_inputs = (
-            shared_inputs if shared else rng.integers(0, side.shape[1], (RESAMPLES, side.shape[1]))[:, None, :]
-        )
-        draws.append(np.percentile(np.median(side[picked_rounds, picked_inputs], axis=1), 50, axis=1))
-    draws = draws[0] / draws[1]
-    low, high = _interval(draws)
+        inputs = common if shared else rng.integers(0, side.shape[1], (RESAMPLES, 1, side.shape[1]))
+        log_p50s.append(np.log(np.percentile(side[picked_rounds, inputs], 50, axis=2)))  # draws x rounds
+    low, high = _interval(np.exp(np.mean(log_p50s[0] - log_p50s[1], axis=1)))
     return {
         "speedup": float(np.exp(np.mean(np.log(per_round)))),
         "speedup_ci_low": low,
         "speedup_ci_high": high,
         "speedup_rounds": per_round,
+        "speedup_inputs": int(cell.shape[1]) if shared else None,
     }
+
+
+def shared_prefix(first: Sequence[Any] | None, second: Sequence[Any] | None) -> int:
+    """How many leading entries two input lists have in common (0 when either is unknown)."""
+    if not first or not second:
+        return 0
+    count = 0
+    for a, b in zip(first, second):
+        if a != b:
+            break
+        count += 1
+    return count
 
 
 def summarize(matrix: np.ndarray, batch_size: int, seed: int = 0) -> dict[str, Any]:

@@ -69,6 +69,8 @@ class CellRow:
     # the workload: which inputs were timed, and how they compare with the whole split
     inputs_distinct: int | None = None
     inputs_key: str | None = None
+    # the first eval-sentence index of each timed input, in order: cells sharing a prefix timed the same inputs
+    input_starts: list[int] | None = None
     input_mean_tokens: float | None = None
     split_mean_tokens: float | None = None
     # rounds x inputs: each distinct input's median latency (ms) in each round

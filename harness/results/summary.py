@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from harness.environment import machine_label
-from harness.results.rounds import paired_speedup
+from harness.results.rounds import paired_speedup, shared_prefix
 
 SHAPE = ["hardware", "device", "batch_size", "seq_len"]
 # speedups pair cells of one run (same rounds, same machine), never across runs
@@ -62,8 +62,10 @@ def _speedup(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> tuple[fl
     cell_ms, base_ms = row.get("input_ms"), base.get("input_ms")
     if not isinstance(cell_ms, list) or not isinstance(base_ms, list):
         return base["p50_ms"] / row["p50_ms"], nan, nan
-    same = row.get("inputs_key") is not None and row.get("inputs_key") == base.get("inputs_key")
-    result = paired_speedup(np.asarray(base_ms), np.asarray(cell_ms), same_inputs=same)
+    shared = shared_prefix(row.get("input_starts"), base.get("input_starts"))
+    if not shared and row.get("inputs_key") is not None and row.get("inputs_key") == base.get("inputs_key"):
+        shared = len(cell_ms[0])  # rows written before input_starts: the same inputs or none
+    result = paired_speedup(np.asarray(base_ms), np.asarray(cell_ms), shared=shared)
     return result["speedup"], result["speedup_ci_low"], result["speedup_ci_high"]
 
 

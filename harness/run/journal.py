@@ -32,7 +32,9 @@ class RoundJournal:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and all(record.get(k) == v for k, v in self.identity.items()):
+            # a failed round is not replayed: the resumed run tries that variant again
+            mine = isinstance(record, dict) and all(record.get(k) == v for k, v in self.identity.items())
+            if mine and record.get("status") == "ok":
                 found[(record["variant"], int(record["round"]))] = (_outcome(record), float(record["load_avg"]))
         return found
 
@@ -43,8 +45,10 @@ class RoundJournal:
             reason=outcome.reason,
             memory=dict(outcome.memory),
             scores={label: np.asarray(v).tolist() for label, v in outcome.scores.items()},
+            score_errors=dict(outcome.score_errors),
             cells=[{"cell": list(cell), **_times(t)} for cell, t in outcome.cells.items()],
         )
+        _cut_torn_tail(self.path)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
@@ -54,14 +58,29 @@ class RoundJournal:
         self.path.unlink(missing_ok=True)
 
 
+def _cut_torn_tail(path: Path) -> None:
+    """A writer killed mid-line leaves a partial last line; cut it so the next record starts clean."""
+    if path.is_file() and path.stat().st_size:
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            with path.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+
+
 def _times(times: CellTimes) -> dict[str, Any]:
-    return {"passes": [list(p) for p in times.passes], "count": times.count, "error": times.error}
+    return {
+        "passes": [list(p) for p in times.passes],
+        "count": times.count,
+        "error": times.error,
+        "peak": times.peak_rss_mb,
+    }
 
 
 def _outcome(record: dict[str, Any]) -> VariantOutcome:
     cells = {
-        tuple(c["cell"]): CellTimes(tuple(tuple(p) for p in c["passes"]), int(c["count"]), c["error"])
+        tuple(c["cell"]): CellTimes(tuple(tuple(p) for p in c["passes"]), int(c["count"]), c["error"], c.get("peak"))
         for c in record["cells"]
     }
     scores = {label: np.asarray(v, dtype=np.float32) for label, v in record["scores"].items()}
-    return VariantOutcome(record["status"], record["reason"], cells, scores, record["memory"])
+    errors = record.get("score_errors", {})
+    return VariantOutcome(record["status"], record["reason"], cells, scores, record["memory"], {}, errors)

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ from harness.cache import ArtifactCache
 from harness.data.splits import load_split
 from harness.environment import collect_environment, environment_fingerprint, package_versions
 from harness.errors import HarnessError
-from harness.measure.execute import ScoreTask, TimingTask, VariantJob, VariantOutcome, execute_variant
+from harness.measure.execute import CellTimes, ScoreTask, TimingTask, VariantJob, VariantOutcome, execute_variant
 from harness.measure.isolation import run_isolated
 from harness.measure.timing import Clock, PassPolicy
 from harness.models.pipeline import ModelPipeline
@@ -154,6 +155,8 @@ class Runner:
                 log.info("previous results moved to %s", path.with_name(path.stem + ".previous.jsonl"))
             else:
                 done = {cell_key(r) for r in mine if r["status"] in ("ok", "n/a")}
+                # one run, one identity: speedups and compare pair cells by run id
+                self.run_info.update({k: mine[0]["run"][k] for k in ("run_id", "started") if k in mine[0]["run"]})
                 log.info("resuming: %d finished cells kept from %s", len(done), path)
         self.writer = ResultsWriter(path)
         return done
@@ -180,18 +183,19 @@ class Runner:
 
     def _export(self, variant: Variant, model: PreparedModel) -> Ready | None:
         exporter = self.exporters.get(variant.exporter.name)
-        options = exporter.Options.model_validate(variant.exporter.options)
         base = {"model": variant.model, "exporter": variant.exporter.display_name, "params": model.params}
-        key = self.cache.key(
-            exporter.name, exporter.code_version(), options.model_dump(), model.content_key, package_versions()
-        )
         label = f"{variant.model}/{variant.exporter.display_name}"
-        if self.cache.lookup("exports", key) is None:
-            self.bar.set_postfix_str(f"exporting {label}")
-            log.info("exporting %s", label)
         try:
+            options = exporter.Options.model_validate(variant.exporter.options)
+            key = self.cache.key(
+                exporter.name, exporter.code_version(), options.model_dump(), model.content_key, package_versions()
+            )
+            if self.cache.lookup("exports", key) is None:
+                self.bar.set_postfix_str(f"exporting {label}")
+                log.info("exporting %s", label)
             build = lambda out: exporter.export(model.path, out, options)  # noqa: E731
             path = self.cache.get_or_build("exports", key, build, {"label": label})
+            size_mb = artifact_size_mb(path)
         except Exception as error:  # one failed export must not stop the other variants
             log.exception("export %s failed", label)
             for shape in variant.shapes:
@@ -203,18 +207,20 @@ class Runner:
             teacher_logits=self.teacher_logits,
             reference_logits=model.reference_logits,
             accuracy_gate=self.suite.accuracy_gate,
-            peaks=self.run_info["machine_peak"],
+            # the measured peaks are the CPU's: a GPU cell has no limit to be a fraction of
+            peaks=self.run_info["machine_peak"] if variant.device == "cpu" else {},
             lineage=model.lineage,
             precision=exporter.precision,
         )
         artifact = Artifact(path, exporter.format, {"key": key})
-        sized = {**base, "size_mb": artifact_size_mb(path), "lineage": model.lineage}
+        sized = {**base, "size_mb": size_mb, "lineage": model.lineage}
         return Ready(variant, artifact, model, context, sized, exporter.batch_invariant)
 
     def _run_rounds(self, ready: list[Ready]) -> None:
         rounds = self.suite.timing.rounds
         progress = {r.variant.cell(s): CellProgress() for r in ready for s in r.variant.shapes}
         self.scores: dict[str, dict[str, Any]] = {}
+        self.score_errors: dict[str, dict[str, str]] = {}
         replay = self.journal.load()
         if replay:
             log.info("resuming: %d variant rounds replayed from %s", len(replay), self.journal.path)
@@ -232,7 +238,7 @@ class Runner:
                 self._record(item, round_index, outcome, progress, load_avg)
             for shape in item.variant.shapes:  # each cell counts once: a share per round
                 if round_index == rounds - 1:
-                    self._emit(self._row(item, shape, progress[item.variant.cell(shape)]), 1 / rounds)
+                    self._emit(self._safe_row(item, shape, progress[item.variant.cell(shape)]), 1 / rounds)
                 else:
                     self.bar.update(1 / rounds)
         self.journal.remove()  # every round is in the rows now
@@ -278,6 +284,7 @@ class Runner:
     def _record(self, item: Ready, round_index: int, outcome: VariantOutcome, progress: dict, load_avg: float) -> None:
         if round_index == 0:
             self.scores[item.variant.name] = dict(outcome.scores)
+            self.score_errors[item.variant.name] = dict(outcome.score_errors)
         for shape in item.variant.shapes:
             cell = progress[item.variant.cell(shape)]
             times = outcome.cells.get(item.variant.cell(shape))
@@ -286,7 +293,15 @@ class Runner:
             elif times is None or times.error:
                 cell.fail("error", times.error if times else "not timed", round_index)
             else:
-                cell.add(times.passes, times.count, load_avg, dict(outcome.memory))
+                cell.add(times.passes, times.count, load_avg, _cell_memory(outcome.memory, times))
+
+    def _safe_row(self, item: Ready, shape: Shape, cell: CellProgress) -> CellRow:
+        try:
+            return self._row(item, shape, cell)
+        except Exception as error:  # a bug in one row's statistics must not lose the run's other rows
+            log.exception("building the row of %s %s failed", item.variant.name, shape.label)
+            reason = f"building the row failed: {type(error).__name__}: {error}"
+            return failed_row({**item.variant.base(shape), **item.base}, "error", reason, self.run_info)
 
     def _row(self, item: Ready, shape: Shape, cell: CellProgress) -> CellRow:
         base = {**item.variant.base(shape), **item.base}
@@ -296,7 +311,8 @@ class Runner:
         label = accuracy_shape(self.suite).label if item.batch_invariant else shape.label
         logits = scores.get(label)
         where = f"{label} (batch-invariant: one scoring serves every shape)" if item.batch_invariant else label
-        scored = Scored(logits, where, None if logits is not None else "not scored")
+        error = None if logits is not None else self.score_errors.get(item.variant.name, {}).get(label, "not scored")
+        scored = Scored(logits, where, error)
         workload = self._timing_inputs(item, shape).workload(cell.count or 0)
         extra = {"iterations": cell.timed_calls, "load_avg_1m": cell.load_avg, **cell.peak_memory()}
         matrix = round_matrix_ms(cell.passes)
@@ -306,3 +322,12 @@ class Runner:
         self.writer.append(row)
         self.rows.append(row)
         self.bar.update(progress)
+
+
+def _cell_memory(process: Mapping[str, float | None], times: CellTimes) -> dict[str, float | None]:
+    """The process's fields, with the peak narrowed to the cell's own where the process measured it."""
+    memory = dict(process)
+    baseline = memory.get("baseline_rss_mb")
+    if times.peak_rss_mb is not None and baseline is not None:
+        memory.update(peak_rss_mb=times.peak_rss_mb, cell_rss_mb=times.peak_rss_mb - baseline)
+    return memory

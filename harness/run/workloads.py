@@ -35,6 +35,7 @@ class TimingInputs:
             mean_tokens=float(np.mean([b.real_tokens for b in used])),
             split_mean_tokens=self.split_mean_tokens,
             key=hashlib.sha256(indices.astype(np.int64).tobytes()).hexdigest()[:16],
+            starts=[int(b.indices[0]) for b in used],
         )
 
 
