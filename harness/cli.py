@@ -194,7 +194,14 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     """Exit 1 when any cell regressed significantly beyond the threshold, 2 for input that cannot be compared."""
     from harness.errors import InputError
-    from harness.results.compare import check_comparable, check_options, compare_rows, render_comparison, unmatched
+    from harness.results.compare import (
+        check_comparable,
+        check_options,
+        compare_rows,
+        regressed,
+        render_comparison,
+        unmatched,
+    )
     from harness.results.rows import read_rows
 
     check_options(args.threshold, args.alpha, args.normalize)
@@ -211,5 +218,6 @@ def _compare(args: argparse.Namespace) -> int:
     table = compare_rows(old, new, args.threshold, args.alpha, args.normalize, args.drift_allowance)
     if table.empty:
         raise InputError("the two results files have no cell in common")
-    print(render_comparison(table, *unmatched(old, new), args.threshold, args.alpha, args.normalize))
-    return 1 if (table["verdict"] == "regressed").any() else 0
+    only = unmatched(old, new)
+    print(render_comparison(table, *only, args.threshold, args.alpha, args.normalize, args.drift_allowance))
+    return 1 if regressed(table, args.alpha, args.drift_allowance) else 0

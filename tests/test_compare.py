@@ -254,3 +254,30 @@ def test_cells_in_one_run_only_are_listed(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "only in old: student/ort-int8/onnxruntime/cpu/1/dynamic" in out
     assert "2 cells compared" in out
+
+
+def test_noise_in_many_cells_is_not_a_regression_after_holm() -> None:
+    from harness.results.stats import welch_log_p
+
+    # 40 unchanged cells whose rounds only carry noise: by chance some move > 10% with p < 0.05
+    rng = np.random.default_rng(3)
+    old, new, chance = [], [], 0
+    for index in range(40):
+        cell = ("student", f"e{index}", "onnxruntime")
+        before, after = list(5.0 * rng.lognormal(0, 0.08, 3)), list(5.0 * rng.lognormal(0, 0.08, 3))
+        old.append(_row(cell, before, _run("old")))
+        new.append(_row(cell, after, _run("new")))
+        p_value = welch_log_p(before, after)
+        chance += p_value is not None and p_value < 0.05 and np.median(after) > 1.1 * np.median(before)
+    assert chance >= 1  # unadjusted, noise alone would be called a regression
+    table = compare_rows(old, new, normalize="none")
+    assert (table["verdict"] != "regressed").all()  # adjusted for 40 comparisons
+
+
+def test_every_latency_times_1_3_is_a_whole_run_regression(tmp_path: Path, capsys) -> None:
+    old = _old_rows()
+    scaled = [{**r, "p50_ms": r["p50_ms"] * 1.3, "round_p50s_ms": [x * 1.3 for x in r["round_p50s_ms"]],
+               "run": {**r["run"], "run_id": "copy"}} for r in old]  # fmt: skip
+    assert _cli(tmp_path, old, scaled) == 1
+    out = capsys.readouterr().out
+    assert "whole run: every cell x1.300 on geometric mean (t-test p 0): regressed" in out

@@ -137,7 +137,7 @@ def test_run_with_dropin_backend(plugin_root: Path, toy_data_root: Path, cache_d
         "devices": ["cpu", "cuda"],
         "shapes": {"batch_sizes": [2], "seq_lens": [16]},
         "threads": 1,
-        "timing": {"rounds": 1, "seconds_per_cell": 0.001, "min_batches": 2, "peak_gemm_size": 64},
+        "timing": {"rounds": 1, "seconds_per_cell": 0.001, "max_passes": 1, "min_batches": 2, "peak_gemm_size": 64},
         "baseline": {"exporter": "onnx-fp32", "backend": "ort-dropin"},
         "output": {"cache_dir": str(cache_dir)},
     }

@@ -69,3 +69,27 @@ def test_identical_logits_agree_fully() -> None:
     logits = np.array([[0.1, 0.2, 0.7], [0.9, 0.05, 0.05]], dtype=np.float32)
     scores = classification_scores(logits, [2, 1], logits.copy())
     assert scores == {"accuracy": 0.5, "agreement": 1.0, "max_abs_logit_diff": 0.0}
+
+
+def test_holm_adjust_by_hand() -> None:
+    from harness.results.stats import holm_adjust
+
+    # sorted 0.01, 0.02, 0.04 (3 tested): x3 = 0.03, x2 = 0.04, x1 = 0.04 (kept monotone)
+    assert holm_adjust([0.04, None, 0.01, 0.02]) == [
+        pytest.approx(0.04),
+        None,
+        pytest.approx(0.03),
+        pytest.approx(0.04),
+    ]
+    assert holm_adjust([0.5, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm_adjust([]) == []
+
+
+def test_shift_p() -> None:
+    from harness.results.stats import shift_p
+
+    assert shift_p([0.26, 0.26, 0.26]) == 0.0  # every cell moved by exactly the same factor
+    assert shift_p([0.0, 0.0]) == 1.0
+    assert shift_p([0.1]) is None
+    # mean 0.1, sample sd sqrt(0.04 / 3) = 0.1155 over 4 values: t = 0.1 / (0.1155 / 2) = sqrt(3), df 3
+    assert shift_p([0.0, 0.2, 0.0, 0.2]) == pytest.approx(0.1817, abs=1e-3)

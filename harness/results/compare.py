@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import InputError
-from harness.results.stats import welch_log_p
+from harness.results.stats import holm_adjust, shift_p, welch_log_p
 
 Row = Mapping[str, Any]
 CELL = ["model", "exporter", "backend", "device", "batch_size", "seq_len"]
 RESULT = ["old_p50_ms", "new_p50_ms", "absolute_ratio", "normalized_ratio", "decided_by", "p_value", "verdict"]
 COLUMNS = [*CELL, *RESULT]
 HEADERS = ["model", "exporter", "backend", "device", "batch", "seq len", "old p50 (ms)", "new p50 (ms)"]
-HEADERS += ["absolute ratio", "normalized ratio", "decided by", "p", "verdict"]
+HEADERS += ["absolute ratio", "normalized ratio", "decided by", "p (Holm)", "verdict"]
 FORMATS = {"old_p50_ms": ".4g", "new_p50_ms": ".4g", "absolute_ratio": ".3f", "normalized_ratio": ".3f"}
 NORMALIZE = ("baseline", "none")
 # between back-to-back runs of an unchanged suite the whole machine moved p50s by 10% and more
@@ -103,11 +103,15 @@ def compare_rows(
     keys = sorted(old_cells.keys() & new_cells.keys(), key=str)
     bases = {key: _baselines(old_cells[key], new_cells[key], old_index, new_index, normalize) for key in keys}
     yardsticks = {_key(pair[0]) for pair in bases.values() if pair[0] and pair[1]}
-    lines = []
+    lines, limits = [], []
     for key in keys:
-        limit = max(threshold, drift_allowance) if key in yardsticks else threshold
-        line = compare_cell(old_cells[key], new_cells[key], *bases[key], limit, alpha)
+        limits.append(max(threshold, drift_allowance) if key in yardsticks else threshold)
+        line = compare_cell(old_cells[key], new_cells[key], *bases[key], limits[-1], alpha)
         lines.append({**dict(zip(CELL, key)), **line})
+    # many cells at once: the verdicts use family-wise (Holm) adjusted p-values
+    for line, limit, p_value in zip(lines, limits, holm_adjust([line["p_value"] for line in lines])):
+        ratio = line["normalized_ratio"] if line["decided_by"] == "normalized" else line["absolute_ratio"]
+        line.update(p_value=p_value, verdict=verdict(ratio, p_value, limit, alpha))
     table = pd.DataFrame(lines, columns=COLUMNS)
     for column in ("normalized_ratio", "p_value"):  # None stays None (not NaN): not normalized, not tested
         table[column] = pd.Series([line[column] for line in lines], index=table.index, dtype=object)
@@ -140,6 +144,27 @@ def compare_cell(
     }
 
 
+def run_drift(table: pd.DataFrame) -> tuple[float, float | None]:
+    """The whole run's change: geometric mean of every cell's absolute ratio, and a one-sample t-test
+    of the log ratios against zero (a uniform slowdown moves every cell; noise does not)."""
+    if table.empty:
+        return 1.0, None
+    logs = np.log(table["absolute_ratio"].astype(float).to_numpy())
+    return float(np.exp(logs.mean())), shift_p(logs)
+
+
+def drift_verdict(drift: float, p_value: float | None, allowance: float, alpha: float) -> str:
+    """``regressed`` when the whole run moved beyond the drift allowance, significantly."""
+    return verdict(drift, p_value, allowance, alpha)
+
+
+def regressed(table: pd.DataFrame, alpha: float = 0.05, drift_allowance: float = DRIFT_ALLOWANCE) -> bool:
+    """A cell regressed, or the whole run slowed beyond the drift allowance: exit 1."""
+    drift, drift_p = run_drift(table)
+    whole = drift_verdict(drift, drift_p, drift_allowance, alpha) == "regressed"
+    return whole or bool((table["verdict"] == "regressed").any())
+
+
 def unmatched(old: Sequence[Row], new: Sequence[Row]) -> tuple[list[str], list[str]]:
     """Cells that ran (status ok) in only one of the two runs."""
     old_cells, new_cells = _ok_cells(old), _ok_cells(new)
@@ -155,8 +180,9 @@ def render_comparison(
     threshold: float,
     alpha: float,
     normalize: str,
+    drift_allowance: float = DRIFT_ALLOWANCE,
 ) -> str:
-    """The markdown table, the cells found in one run only and a one-line summary."""
+    """The markdown table, the cells found in one run only, the whole run's change and a summary line."""
     shown = table.astype(object)
     for column, spec in FORMATS.items():
         shown[column] = [format(x, spec) if x is not None and not pd.isna(x) else "" for x in table[column]]
@@ -168,6 +194,12 @@ def render_comparison(
     absolute = table[table["decided_by"] == "absolute"]
     if (absolute["verdict"] != "same").any() and (table["decided_by"] == "normalized").any():
         lines.append(f"note: {BASELINE_NOTE}")
+    drift, drift_p = run_drift(table)
+    shown_p = "not tested" if drift_p is None else f"{drift_p:.3g}"
+    lines.append(
+        f"whole run: every cell x{drift:.3f} on geometric mean (t-test p {shown_p}): "
+        f"{drift_verdict(drift, drift_p, drift_allowance, alpha)} (drift allowance {drift_allowance:.0%})"
+    )
     counts = table["verdict"].value_counts()
     mode = "normalized to the baseline cell" if normalize == "baseline" else "absolute ratios only"
     lines.append(

@@ -66,3 +66,27 @@ def welch_log_p(old: Sequence[float], new: Sequence[float], min_n: int = 3) -> f
         warnings.simplefilter("ignore", RuntimeWarning)
         p_value = float(stats.ttest_ind(old_logs, new_logs, equal_var=False).pvalue)
     return None if np.isnan(p_value) else p_value
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (``None`` stays ``None``): comparing many cells at once,
+    about alpha x cells of them would otherwise look significant by chance alone."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(tested):
+        running = max(running, min(1.0, p * (len(tested) - rank)))
+        adjusted[index] = running
+    return adjusted
+
+
+def shift_p(log_ratios: Sequence[float]) -> float | None:
+    """Two-sided one-sample t-test that the mean of ``log_ratios`` is zero (None with fewer than 2)."""
+    from scipy import stats
+
+    values = np.asarray(log_ratios, dtype=float)
+    if values.size < 2:
+        return None
+    if np.ptp(values) == 0:
+        return 0.0 if values[0] != 0 else 1.0  # every cell moved by exactly the same factor
+    return float(stats.ttest_1samp(values, 0.0).pvalue)
