@@ -153,15 +153,10 @@ def run_drift(table: pd.DataFrame) -> tuple[float, float | None]:
     return float(np.exp(logs.mean())), shift_p(logs)
 
 
-def drift_verdict(drift: float, p_value: float | None, allowance: float, alpha: float) -> str:
-    """``regressed`` when the whole run moved beyond the drift allowance, significantly."""
-    return verdict(drift, p_value, allowance, alpha)
-
-
 def regressed(table: pd.DataFrame, alpha: float = 0.05, drift_allowance: float = DRIFT_ALLOWANCE) -> bool:
     """A cell regressed, or the whole run slowed beyond the drift allowance: exit 1."""
     drift, drift_p = run_drift(table)
-    whole = drift_verdict(drift, drift_p, drift_allowance, alpha) == "regressed"
+    whole = verdict(drift, drift_p, drift_allowance, alpha) == "regressed"
     return whole or bool((table["verdict"] == "regressed").any())
 
 
@@ -198,7 +193,7 @@ def render_comparison(
     shown_p = "not tested" if drift_p is None else f"{drift_p:.3g}"
     lines.append(
         f"whole run: every cell x{drift:.3f} on geometric mean (t-test p {shown_p}): "
-        f"{drift_verdict(drift, drift_p, drift_allowance, alpha)} (drift allowance {drift_allowance:.0%})"
+        f"{verdict(drift, drift_p, drift_allowance, alpha)} (drift allowance {drift_allowance:.0%})"
     )
     counts = table["verdict"].value_counts()
     mode = "normalized to the baseline cell" if normalize == "baseline" else "absolute ratios only"

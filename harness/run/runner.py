@@ -257,6 +257,8 @@ class Runner:
         shapes = round_order(item.variant.shapes, round_index, timing.seed + 1)
         tasks = []
         for shape in shapes:
+            if progress[item.variant.cell(shape)].failure:  # already an error row: not timed again
+                continue
             inputs = self._timing_inputs(item, shape)
             count = progress[item.variant.cell(shape)].count
             batches = [b.arrays for b in inputs.batches[: count or len(inputs.batches)]]
