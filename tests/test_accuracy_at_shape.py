@@ -112,6 +112,44 @@ def test_dynamic_int8_logits_depend_on_the_batch(name, tiny_model_dir, tokenizer
         assert difference > 1e-6, f"{name} on {backend.name}: batch 12 moved the logits by only {difference:.3g}"
 
 
+# --- scoring that reuses the timed calls -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DYNAMIC_INT8)
+def test_timed_calls_score_their_batches_exactly_as_scoring_alone(name, tiny_model_dir, tokenizer, tmp_path) -> None:
+    """A dynamic INT8 variant's logits depend on batch composition, so a timed output credited to the
+    wrong batch, or put back out of eval order, would show here."""
+    from harness.data.workload import in_eval_order, ordered_batches, scoring_order
+    from harness.measure.execute import ScoreTask, TimingTask, VariantJob, execute_variant
+    from harness.measure.timing import PassPolicy
+
+    artifact = _export(name, tiny_model_dir, tmp_path / name)
+    token_ids = encode(tokenizer, TEXTS, "dynamic", MAX_LENGTH)
+    timed = np.array([9, 2, 11, 0, 5, 7, 3, 10])  # two batches of 4 are timed, the other 4 sentences are not
+    batches = ordered_batches(token_ids, scoring_order(timed, len(TEXTS)), 4, "dynamic", tokenizer.pad_token_id)
+    score = ScoreTask("b4", [b.arrays for b in batches], [b.indices for b in batches])
+    timing = TimingTask(("cell",), score.batches[:2], min_count=2, count=2, score_label="b4")
+    policy = PassPolicy(budget_s=0.0, warmup_passes=1, min_passes=2)
+    for backend in _loaders(artifact.format):
+        outcome = execute_variant(VariantJob(backend.name, artifact, "cpu", 1, policy, [timing], [score]))
+        assert outcome.status == "ok" and not outcome.score_errors, (outcome.reason, outcome.score_errors)
+        assert len(outcome.cells[("cell",)].passes) == 2
+        session = backend.load(artifact, "cpu", 1)
+        try:
+            alone = in_eval_order(batches, [session.logits(session.run(session.prepare(b.arrays))) for b in batches])
+            in_file_order = np.concatenate(
+                [
+                    session.logits(session.run(session.prepare(b.arrays)))
+                    for b in ordered_batches(token_ids, np.arange(len(TEXTS)), 4, "dynamic", tokenizer.pad_token_id)
+                ]
+            )
+        finally:
+            session.close()
+        assert np.abs(outcome.scores["b4"] - alone).max() <= 1e-6, backend.name
+        # the batch composition is what the logits were measured at: another one gives other logits
+        assert np.abs(outcome.scores["b4"] - in_file_order).max() > 1e-6, backend.name
+
+
 # --- the rows of the shared smoke run -------------------------------------------------------------
 
 

@@ -93,6 +93,33 @@ def test_no_warmup_passes_starts_timing_at_once() -> None:
     assert world.kinds() == ["clock", "run", "sync", "clock"]
 
 
+def test_shapes_already_run_skip_only_the_first_warmup_pass() -> None:
+    world = FakeWorld({"a": 0.5, "b": 0.25, "c": 0.125})
+    policy = PassPolicy(budget_s=0.0, warmup_passes=2, min_passes=1)
+    time_passes(world.run, world.synchronize, ["a", "b", "c"], ["s", "t", "u"], policy, world.clock, warm={"t"})
+    # pass 1 warms s and u (t already ran in this process); pass 2 warms all three
+    assert world.runs()[:5] == ["a", "c", "a", "b", "c"]
+    assert len(world.runs()) == 5 + 3
+
+
+# --- outputs of the first pass ----------------------------------------------------------------
+
+
+def test_keep_sees_each_output_of_the_first_pass_once_after_its_clock_read() -> None:
+    world = FakeWorld(EIGHT)
+    inputs, shapes = eight_inputs()
+    kept: list[tuple[int, str, list]] = []
+
+    def keep(index: int, output: str) -> None:
+        kept.append((index, output, list(world.kinds())))
+
+    policy = PassPolicy(budget_s=0.0, warmup_passes=1, min_passes=3)
+    time_passes(world.run, world.synchronize, inputs, shapes, policy, world.clock, keep=keep)
+    assert sorted((index, output) for index, output, _ in kept) == list(enumerate(inputs))
+    for _, _, events in kept:
+        assert events[-3:] == ["run", "sync", "clock"]  # the stop time was read before keep ran
+
+
 # --- whole passes -----------------------------------------------------------------------------
 
 

@@ -6,11 +6,14 @@ import numpy as np
 
 from harness.data.workload import (
     Batch,
+    full_batch_count,
+    in_eval_order,
     make_batches,
     mean_real_tokens,
+    ordered_batches,
     pad_batch,
+    scoring_order,
     stratified_sample,
-    timing_batches,
     timing_order,
 )
 
@@ -84,20 +87,26 @@ def test_timing_order_at_larger_batches_is_a_seeded_permutation_of_the_split() -
     assert not np.array_equal(timing_order(SHUFFLED_LENGTHS, batch_size=8, single_inputs=100, seed=7), order)
 
 
-# --- timing_batches ---------------------------------------------------------------------------
+# --- ordered_batches --------------------------------------------------------------------------
 
 ORDER = np.array([7, 2, 9, 0, 4, 1, 8, 3, 6, 5])
 
 
-def test_timing_batches_drop_the_ragged_tail_and_follow_the_order() -> None:
-    batches = timing_batches(TOKENS, ORDER, batch_size=4, seq_len="dynamic", pad_id=PAD)
-    assert len(batches) == 2  # 10 sentences: two full batches of 4, the last 2 dropped
-    assert batches[0].indices.tolist() == [7, 2, 9, 0]
-    assert batches[1].indices.tolist() == [4, 1, 8, 3]
+def test_ordered_batches_follow_the_order_and_keep_the_ragged_tail_last() -> None:
+    batches = ordered_batches(TOKENS, ORDER, batch_size=4, seq_len="dynamic", pad_id=PAD)
+    assert [b.indices.tolist() for b in batches] == [[7, 2, 9, 0], [4, 1, 8, 3], [6, 5]]
+    assert full_batch_count(len(ORDER), 4) == 2  # the timed ones: the short tail is not the shape timed
+
+
+def test_full_batch_count_of_a_split_smaller_than_a_batch_is_one_short_batch() -> None:
+    assert full_batch_count(3, 4) == 1
+    assert full_batch_count(0, 4) == 0
+    assert full_batch_count(256, 1) == 256
+    assert full_batch_count(872, 32) == 27
 
 
 def test_dynamic_timing_batches_pad_to_the_longest_sentence_of_the_batch() -> None:
-    first, second = timing_batches(TOKENS, ORDER, batch_size=4, seq_len="dynamic", pad_id=PAD)
+    first, second, _ = ordered_batches(TOKENS, ORDER, batch_size=4, seq_len="dynamic", pad_id=PAD)
     # lengths of sentences 7, 2, 9, 0: 2, 4, 5, 3; of 4, 1, 8, 3: 5, 1, 3, 1
     assert first.shape == (4, 5)
     assert second.shape == (4, 5)
@@ -118,28 +127,53 @@ def test_dynamic_timing_batches_pad_to_the_longest_sentence_of_the_batch() -> No
 
 def test_dynamic_width_is_per_batch() -> None:
     order = np.array([1, 3, 6, 5])  # lengths 1, 1, 6, 2
-    short, long = timing_batches(TOKENS, order, batch_size=2, seq_len="dynamic", pad_id=PAD)
+    short, long = ordered_batches(TOKENS, order, batch_size=2, seq_len="dynamic", pad_id=PAD)
     assert short.shape == (2, 1)
     assert long.shape == (2, 6)
 
 
 def test_fixed_length_timing_batches_are_exactly_seq_len_wide() -> None:
-    batches = timing_batches(TOKENS, ORDER, batch_size=4, seq_len=8, pad_id=PAD)
-    assert [b.shape for b in batches] == [(4, 8), (4, 8)]
+    batches = ordered_batches(TOKENS, ORDER, batch_size=4, seq_len=8, pad_id=PAD)
+    assert [b.shape for b in batches] == [(4, 8), (4, 8), (2, 8)]
     assert batches[0].arrays["input_ids"][0].tolist() == [71, 72, 0, 0, 0, 0, 0, 0]
     assert batches[0].arrays["attention_mask"].sum(axis=1).tolist() == [2, 4, 5, 3]
 
 
 def test_pad_id_fills_the_padding() -> None:
-    (batch,) = timing_batches(TOKENS, np.array([1, 0]), batch_size=2, seq_len=4, pad_id=7)
+    (batch,) = ordered_batches(TOKENS, np.array([1, 0]), batch_size=2, seq_len=4, pad_id=7)
     assert batch.arrays["input_ids"].tolist() == [[11, 7, 7, 7], [1, 2, 3, 7]]
     assert batch.arrays["input_ids"].dtype == np.int64
 
 
 def test_a_split_smaller_than_one_batch_gives_one_short_batch() -> None:
-    (batch,) = timing_batches(TOKENS, np.array([2, 0, 1]), batch_size=4, seq_len="dynamic", pad_id=PAD)
+    (batch,) = ordered_batches(TOKENS, np.array([2, 0, 1]), batch_size=4, seq_len="dynamic", pad_id=PAD)
     assert batch.indices.tolist() == [2, 0, 1]
     assert batch.shape == (3, 4)
+
+
+# --- scoring order: timed inputs first, logits back in eval order -------------------------------
+
+
+def test_scoring_order_puts_the_timed_sentences_first_then_the_rest_in_eval_order() -> None:
+    order = scoring_order(np.array([7, 2, 9]), 10)
+    assert order.tolist() == [7, 2, 9, 0, 1, 3, 4, 5, 6, 8]
+
+
+def test_scored_batches_begin_with_exactly_the_timed_batches() -> None:
+    timed = ORDER[:8]  # two full batches of 4
+    batches = ordered_batches(TOKENS, scoring_order(timed, 10), 4, "dynamic", PAD)
+    expected = ordered_batches(TOKENS, timed, 4, "dynamic", PAD)
+    for got, want in zip(batches[:2], expected):
+        assert got.indices.tolist() == want.indices.tolist()
+        assert got.arrays["input_ids"].tolist() == want.arrays["input_ids"].tolist()
+    assert sorted(np.concatenate([b.indices for b in batches]).tolist()) == list(range(10))
+
+
+def test_in_eval_order_undoes_the_batch_order() -> None:
+    batches = ordered_batches(TOKENS, ORDER, 4, "dynamic", PAD)
+    # logits row for sentence i is [i, -i]: any misplacement shows
+    logits = [np.stack([b.indices, -b.indices], axis=1).astype(float) for b in batches]
+    assert in_eval_order(batches, logits)[:, 0].tolist() == list(range(10))
 
 
 # --- make_batches -----------------------------------------------------------------------------

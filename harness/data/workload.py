@@ -52,13 +52,40 @@ def pad_batch(token_ids: Sequence[Sequence[int]], seq_len: SeqLen, pad_id: int, 
 
 
 def make_batches(token_ids: Sequence[Sequence[int]], batch_size: int, seq_len: SeqLen, pad_id: int) -> list[Batch]:
-    """Every sentence once, in eval order: the batches a variant is scored on at this shape."""
-    count = len(token_ids)
-    starts = range(0, count, batch_size)
+    """Every sentence once, in eval order."""
+    return ordered_batches(token_ids, np.arange(len(token_ids)), batch_size, seq_len, pad_id)
+
+
+def ordered_batches(
+    token_ids: Sequence[Sequence[int]], order: np.ndarray, batch_size: int, seq_len: SeqLen, pad_id: int
+) -> list[Batch]:
+    """Consecutive runs of ``batch_size`` sentences along ``order``; a shorter last batch keeps the rest."""
     return [
-        pad_batch(token_ids[s : s + batch_size], seq_len, pad_id, np.arange(s, min(s + batch_size, count)))
-        for s in starts
+        pad_batch([token_ids[i] for i in order[s : s + batch_size]], seq_len, pad_id, order[s : s + batch_size])
+        for s in range(0, len(order), batch_size)
     ]
+
+
+def full_batch_count(sentences: int, batch_size: int) -> int:
+    """How many batches of ``sentences`` have the full ``batch_size`` (one short batch when none can)."""
+    return sentences // batch_size if sentences >= batch_size else min(sentences, 1)
+
+
+def scoring_order(timed: np.ndarray, total: int) -> np.ndarray:
+    """The timed sentences first, in their order, then every other sentence in eval order: scored in
+    batches along this order, a shape's first batches are exactly its timed inputs, so the timed
+    calls' logits score them and only the rest need another call."""
+    rest = np.setdiff1d(np.arange(total), timed, assume_unique=True)
+    return np.concatenate([np.asarray(timed, dtype=int), rest])
+
+
+def in_eval_order(batches: Sequence[Batch], logits: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-batch logits put back in eval order, whatever order the batches were run in."""
+    indices = np.concatenate([b.indices for b in batches])
+    stacked = np.concatenate(list(logits))
+    ordered = np.empty_like(stacked)
+    ordered[indices] = stacked
+    return ordered
 
 
 def stratified_sample(lengths: Sequence[int], count: int, seed: int) -> np.ndarray:
@@ -86,17 +113,6 @@ def timing_order(lengths: Sequence[int], batch_size: int, single_inputs: int, se
     if batch_size == 1:
         return stratified_sample(lengths, single_inputs, seed)
     return np.random.default_rng(seed).permutation(len(lengths))
-
-
-def timing_batches(
-    token_ids: Sequence[Sequence[int]], order: np.ndarray, batch_size: int, seq_len: SeqLen, pad_id: int
-) -> list[Batch]:
-    """Full batches of ``batch_size`` along ``order`` (a ragged tail is dropped: it is not the shape timed)."""
-    usable = len(order) - len(order) % batch_size if len(order) >= batch_size else len(order)
-    return [
-        pad_batch([token_ids[i] for i in order[s : s + batch_size]], seq_len, pad_id, order[s : s + batch_size])
-        for s in range(0, usable, batch_size)
-    ]
 
 
 def mean_real_tokens(token_ids: Sequence[Sequence[int]]) -> float:

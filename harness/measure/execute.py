@@ -1,5 +1,7 @@
-"""One variant in one round: load it, score it where asked, time each of its cells.
+"""One variant in one round: load it, time each of its cells, score it where asked.
 
+A scored shape's first batches are its timed inputs, so the first timed pass's logits score them;
+the rest of the split is scored just before that cell is timed, which also warms up its shapes.
 This is the body of every isolated job. It imports no runtime itself: the backend adapter does,
 inside ``load``. Exceptions become error outcomes (for the variant, or for the one cell that
 failed), so a broken variant costs only its own cells.
@@ -9,8 +11,9 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -30,14 +33,18 @@ class TimingTask:
     inputs: list[dict[str, np.ndarray]]
     min_count: int
     count: int | None = None
+    # the ScoreTask whose first batches are these inputs: the timed calls' logits then score them
+    score_label: str | None = None
 
 
 @dataclass(frozen=True)
 class ScoreTask:
-    """Every eval sentence at one shape, whose logits give that shape's accuracy."""
+    """Every eval sentence at one shape, whose logits give that shape's accuracy. ``batches[i]``
+    holds the sentences ``indices[i]`` (None: consecutive batches in eval order)."""
 
     label: str
     batches: list[dict[str, np.ndarray]]
+    indices: list[np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ def describe_error(error: BaseException) -> str:
 
 
 def execute_variant(job: VariantJob, clock: Clock = time.perf_counter) -> VariantOutcome:
-    """Load once, score every requested shape, then time every cell in the order given."""
+    """Load once, time every cell in the order given, and score every requested shape."""
     from harness.registry import backends
 
     probe = MemoryProbe(job.device)
@@ -90,11 +97,11 @@ def execute_variant(job: VariantJob, clock: Clock = time.perf_counter) -> Varian
     try:
         session = backends().get(job.backend).load(job.artifact, job.device, job.threads)
         loaded = time.perf_counter()
-        # timing first, in every round alike; the first round's scoring comes after it
-        cells = {task.cell: _time_cell(session, task, job.policy, clock) for task in job.timing}
-        timed = time.perf_counter()
-        scores, score_errors = _score_all(session, job.scoring)
-        phases = {"load": loaded - started, "time": timed - loaded, "score": time.perf_counter() - timed}
+        scorer = _Scorer(session, job.scoring)
+        cells = {task.cell: _time_cell(session, task, job.policy, clock, scorer) for task in job.timing}
+        timing_seconds = time.perf_counter() - loaded - scorer.seconds  # less the scoring done between cells
+        scores, score_errors = scorer.finish()
+        phases = {"load": loaded - started, "time": timing_seconds, "score": scorer.seconds}
         return VariantOutcome("ok", None, cells, scores, probe.report(), phases, score_errors)
     except Exception as error:  # reported as this variant's error rows; the run goes on
         return VariantOutcome("error", describe_error(error), memory=probe.report())
@@ -103,25 +110,71 @@ def execute_variant(job: VariantJob, clock: Clock = time.perf_counter) -> Varian
             session.close()
 
 
-def _score_all(session: object, tasks: list[ScoreTask]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Logits per shape; a shape that fails (e.g. out of memory) gets its error, the others still score."""
-    scores, errors = {}, {}
-    for task in tasks:
+class _Scorer:
+    """Logits per scored shape, batch by batch, from timed calls or from calls of its own.
+
+    A shape that fails (e.g. out of memory) gets its error; the other shapes still score.
+    """
+
+    def __init__(self, session: Any, tasks: list[ScoreTask]) -> None:
+        self.session = session
+        self.tasks = {task.label: task for task in tasks}
+        self.logits: dict[str, dict[int, np.ndarray]] = {task.label: {} for task in tasks}
+        self.errors: dict[str, str] = {}
+        self.seconds = 0.0
+
+    def score(self, label: str, positions: Iterable[int]) -> set[Hashable]:
+        """Score these batches of ``label`` that have no logits yet; returns the shapes that ran."""
+        task, done, ran = self.tasks[label], self.logits[label], set()
+        begin = time.perf_counter()
         try:
-            scores[task.label] = np.concatenate([session.logits(session.run(session.prepare(b))) for b in task.batches])  # type: ignore[attr-defined]
+            for position in positions:
+                if position not in done and label not in self.errors:
+                    batch = task.batches[position]
+                    done[position] = self.session.logits(self.session.run(self.session.prepare(batch)))
+                    ran.add(batch["input_ids"].shape)
         except Exception as error:
-            errors[task.label] = describe_error(error)
-    return scores, errors
+            self.errors[label] = describe_error(error)
+        self.seconds += time.perf_counter() - begin
+        return ran
+
+    def keeper(self, label: str) -> Callable[[int, Any], None]:
+        done = self.logits[label]
+
+        def keep(position: int, output: Any) -> None:
+            done[position] = self.session.logits(output)
+
+        return keep
+
+    def finish(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Score what the timed calls did not, and put each shape's logits in eval order."""
+        scores = {}
+        for label, task in self.tasks.items():
+            self.score(label, range(len(task.batches)))
+            if label in self.errors:
+                continue
+            per_batch = [self.logits[label][position] for position in range(len(task.batches))]
+            stacked = np.concatenate(per_batch)
+            if task.indices is not None:
+                stacked = stacked[np.argsort(np.concatenate(task.indices), kind="stable")]
+            scores[label] = stacked
+        return scores, dict(self.errors)
 
 
-def _time_cell(session: object, task: TimingTask, policy: PassPolicy, clock: Clock) -> CellTimes:
-    reset_peak()  # this cell's own peak, not the previous shape's
+def _time_cell(session: Any, task: TimingTask, policy: PassPolicy, clock: Clock, scorer: _Scorer) -> CellTimes:
     try:
-        prepared = [session.prepare(batch) for batch in task.inputs]  # type: ignore[attr-defined]
-        run, sync = session.run, session.synchronize  # type: ignore[attr-defined]
+        prepared = [session.prepare(batch) for batch in task.inputs]
+        run, sync = session.run, session.synchronize
         count = task.count or affordable_count(run, sync, prepared, policy.budget_s, task.min_count, clock)
         shapes: list[Hashable] = [batch["input_ids"].shape for batch in task.inputs[:count]]
-        timed = time_passes(run, sync, prepared[:count], shapes, policy, clock)
+        warm: set[Hashable] = set()
+        keep = None
+        if task.score_label in scorer.tasks:
+            # the batches of this shape that are not timed: scoring them now also warms their shapes up
+            warm = scorer.score(task.score_label, range(count, len(scorer.tasks[task.score_label].batches)))
+            keep = scorer.keeper(task.score_label)
+        reset_peak()  # this cell's own peak, not the previous shape's
+        timed = time_passes(run, sync, prepared[:count], shapes, policy, clock, warm, keep)
         return CellTimes(timed.passes, count, peak_rss_mb=peak_rss_mb())
     except Exception as error:  # one shape failing (e.g. out of memory) leaves the others
         return CellTimes(error=describe_error(error))

@@ -8,7 +8,7 @@ Timing goes in whole passes over the inputs, so every input carries the same wei
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +55,20 @@ def time_passes(
     shapes: Sequence[Hashable],
     policy: PassPolicy,
     clock: Clock = time.perf_counter,
+    warm: Collection[Hashable] = (),
+    keep: Callable[[int, Any], None] | None = None,
 ) -> TimedPasses:
-    """Warm up every distinct shape, then time whole passes in a seeded shuffled order per pass."""
+    """Warm up every distinct shape, then time whole passes in a seeded shuffled order per pass.
+
+    ``warm`` holds shapes this process has already run (they skip the first warm-up pass); ``keep``
+    receives ``(input index, output)`` for each call of the first timed pass, after the clock is read.
+    """
     if not inputs:
         raise ValueError("no inputs to time")
-    for _ in range(policy.warmup_passes):
+    for warmup in range(policy.warmup_passes):
         for index in one_per_shape(shapes):
+            if warmup == 0 and shapes[index] in warm:
+                continue
             run(inputs[index])
             synchronize()
     rng = np.random.default_rng(policy.seed)
@@ -71,9 +79,11 @@ def time_passes(
         for index in rng.permutation(len(inputs)):
             prepared = inputs[index]
             begin = clock()
-            run(prepared)
+            output = run(prepared)
             synchronize()
             latency[index] = clock() - begin
+            if keep is not None and not passes:
+                keep(int(index), output)
         passes.append(tuple(latency))
         spent += sum(latency)
     return TimedPasses(tuple(passes))

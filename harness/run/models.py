@@ -13,6 +13,7 @@ import numpy as np
 from harness.adapters import Artifact
 from harness.cache import ArtifactCache
 from harness.data.splits import TextSplit, split_content_hash
+from harness.data.workload import in_eval_order
 from harness.environment import package_versions
 from harness.errors import HarnessError
 from harness.models.pipeline import BuiltModel
@@ -60,7 +61,7 @@ def prepare_model(
 
     def score(out: Path) -> None:
         batches = workloads.for_scoring(tokenizer, shape)
-        logits = np.concatenate([reference.logits(reference.run(reference.prepare(b))) for b in batches])
+        logits = in_eval_order(batches, [reference.logits(reference.run(reference.prepare(b.arrays))) for b in batches])
         np.save(out / REFERENCE_FILE, logits)
 
     logits = np.load(cache.get_or_build("reference", key, score) / REFERENCE_FILE)

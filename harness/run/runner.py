@@ -254,16 +254,17 @@ class Runner:
 
     def _job(self, item: Ready, round_index: int, progress: dict[tuple[str, ...], CellProgress]) -> VariantJob:
         timing = self.suite.timing
-        shapes = round_order(item.variant.shapes, round_index, timing.seed + 1)
+        scoring = self._scoring(item) if round_index == 0 else []
+        scored = {task.label for task in scoring}
         tasks = []
-        for shape in shapes:
+        for shape in round_order(item.variant.shapes, round_index, timing.seed + 1):
             if progress[item.variant.cell(shape)].failure:  # already an error row: not timed again
                 continue
             inputs = self._timing_inputs(item, shape)
             count = progress[item.variant.cell(shape)].count
             batches = [b.arrays for b in inputs.batches[: count or len(inputs.batches)]]
-            tasks.append(TimingTask(item.variant.cell(shape), batches, inputs.min_count, count))
-        scoring = self._scoring(item) if round_index == 0 else []
+            score_label = shape.label if shape.label in scored else None
+            tasks.append(TimingTask(item.variant.cell(shape), batches, inputs.min_count, count, score_label))
         policy = PassPolicy(
             timing.seconds_per_cell, timing.warmup_passes, timing.min_passes, timing.max_passes, timing.seed
         )
@@ -275,8 +276,13 @@ class Runner:
         return self.workloads.for_timing(item.model.tokenizer, shape)
 
     def _scoring(self, item: Ready) -> list[ScoreTask]:
+        """The shapes this variant's accuracy is measured at; each one's first batches are its timed inputs."""
         shapes = [accuracy_shape(self.suite)] if item.batch_invariant else list(item.variant.shapes)
-        return [ScoreTask(s.label, self.workloads.for_scoring(item.model.tokenizer, s)) for s in shapes]
+        tasks = []
+        for shape in shapes:
+            batches = self.workloads.for_scoring(item.model.tokenizer, shape)
+            tasks.append(ScoreTask(shape.label, [b.arrays for b in batches], [b.indices for b in batches]))
+        return tasks
 
     def _execute(self, job: VariantJob, backend: str) -> VariantOutcome:
         if self.suite.isolation.mode == "none":

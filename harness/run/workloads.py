@@ -1,7 +1,8 @@
 """The inputs each shape is timed and scored on, built once per tokenizer and shape.
 
 Timing uses a representative sample of the eval split (see ``harness.data.workload``); scoring
-uses every sentence. Fixed lengths time the same sentences as ``dynamic``.
+uses every sentence, batched so that a shape's first scoring batches are its timed inputs (the
+timed calls' logits then score them). Fixed lengths time the same sentences as ``dynamic``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Any
 import numpy as np
 
 from harness.data.splits import TextSplit
-from harness.data.workload import Batch, encode, make_batches, mean_real_tokens, timing_batches, timing_order
+from harness.data.workload import (
+    Batch,
+    encode,
+    full_batch_count,
+    mean_real_tokens,
+    ordered_batches,
+    scoring_order,
+    timing_order,
+)
 from harness.results.build import Workload
 from harness.run.plan import Shape
 from harness.suite import TimingConfig
@@ -46,6 +55,7 @@ class Workloads:
         self.timing = timing
         self._encoded: dict[tuple[int, int | str], list[list[int]]] = {}
         self._timing: dict[tuple[int, Shape], TimingInputs] = {}
+        self._scoring: dict[tuple[int, Shape], list[Batch]] = {}
 
     def token_ids(self, tokenizer: Any, seq_len: int | str) -> list[list[int]]:
         """Eval sentences tokenised once per (tokenizer, length rule), not once per cell."""
@@ -61,18 +71,26 @@ class Workloads:
         return self._timing[key]
 
     def _timing_inputs(self, tokenizer: Any, shape: Shape) -> TimingInputs:
-        lengths = [len(ids) for ids in self.token_ids(tokenizer, "dynamic")]
-        order = timing_order(lengths, shape.batch_size, self.timing.single_inputs, self.timing.seed)
-        token_ids = self.token_ids(tokenizer, shape.seq_len)
-        batches = timing_batches(token_ids, order, shape.batch_size, shape.seq_len, _pad_id(tokenizer))
+        timed = len(self._timed_order(tokenizer, shape))
+        batches = self.for_scoring(tokenizer, shape)[: full_batch_count(timed, shape.batch_size)]
         every_sentence = shape.batch_size == 1 and shape.seq_len == "dynamic"
         # batch 1 at real lengths must cover the whole sample; elsewhere a budget pilot may stop early
         min_count = len(batches) if every_sentence else min(self.timing.min_batches, len(batches))
+        token_ids = self.token_ids(tokenizer, shape.seq_len)
         return TimingInputs(batches, min_count, _split_mean_tokens(token_ids, shape.seq_len))
 
-    def for_scoring(self, tokenizer: Any, shape: Shape) -> list[dict[str, np.ndarray]]:
-        token_ids = self.token_ids(tokenizer, shape.seq_len)
-        return [b.arrays for b in make_batches(token_ids, shape.batch_size, shape.seq_len, _pad_id(tokenizer))]
+    def for_scoring(self, tokenizer: Any, shape: Shape) -> list[Batch]:
+        """Every eval sentence once at this shape, the timed inputs first (see ``scoring_order``)."""
+        key = (id(tokenizer), shape)
+        if key not in self._scoring:
+            token_ids = self.token_ids(tokenizer, shape.seq_len)
+            order = scoring_order(self._timed_order(tokenizer, shape), len(token_ids))
+            self._scoring[key] = ordered_batches(token_ids, order, shape.batch_size, shape.seq_len, _pad_id(tokenizer))
+        return self._scoring[key]
+
+    def _timed_order(self, tokenizer: Any, shape: Shape) -> np.ndarray:
+        lengths = [len(ids) for ids in self.token_ids(tokenizer, "dynamic")]
+        return timing_order(lengths, shape.batch_size, self.timing.single_inputs, self.timing.seed)
 
 
 def _pad_id(tokenizer: Any) -> int:
