@@ -8,7 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as error:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
+        for line in str(error).splitlines() or [type(error).__name__]:
+            print(f"error: {one_line(line)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("interrupted: rows already written are kept", file=sys.stderr)

@@ -40,7 +40,7 @@ def test_missing_data_names_the_variable(tmp_path: Path, monkeypatch) -> None:
     assert "HARNESS_DATA_PATH" in message
     assert "no-such-dataset/validation" in message
     assert str(tmp_path) in message
-    assert raised.value.exit_code == 3
+    assert raised.value.exit_code == 2
 
 
 def test_missing_column_is_reported(tmp_path: Path) -> None:

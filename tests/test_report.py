@@ -224,7 +224,7 @@ def test_report_cli_from_files(rows, tmp_path: Path) -> None:
 def test_report_cli_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.jsonl"
     proc = run_cli("report", missing, "-o", tmp_path / "o.md")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {missing}: no such results file"]
     assert not (tmp_path / "o.md").exists()
 

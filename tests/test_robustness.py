@@ -163,7 +163,7 @@ def test_unwritable_output_directory_fails_before_work(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("", encoding="utf-8")
     proc = run_cli("run", REPO / "suites" / "smoke.yaml", "--out", blocker / "out")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: output directory {blocker / 'out'} is not writable: "
                                                 f"{os.strerror(20)}"]  # fmt: skip
 
@@ -261,7 +261,7 @@ def test_required_cuda_fails_up_front_without_a_gpu(tmp_path: Path, toy_data_roo
     raw.update(devices=["cpu", "cuda"], required_devices=["cuda"])
     suite.write_text(yaml.safe_dump(raw), encoding="utf-8")
     proc = run_cli("run", suite, "--out", tmp_path / "out", "--no-progress")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: device 'cuda' is required by the suite")
     assert not (tmp_path / "out" / "resume.jsonl").exists()
 
@@ -274,7 +274,7 @@ def test_hub_model_offline_names_both_ways_out(tmp_path: Path, toy_data_root: Pa
     suite.write_text(yaml.safe_dump(raw), encoding="utf-8")
     env = cli_env(HF_HOME=str(tmp_path / "hf-home"))  # an empty local hub cache
     proc = run_cli("run", suite, "--out", tmp_path / "out", "--no-progress", env=env)
-    assert proc.returncode == 3
+    assert proc.returncode == 2
     message = proc.stderr.strip().splitlines()[-1]
     assert "no-such-org/no-such-model" in message
     assert "the hub is unreachable" in message and "point source at a local model directory" in message
