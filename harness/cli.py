@@ -8,7 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from harness.errors import HarnessError, one_line
+from harness.errors import EXIT_REGRESSION, HarnessError, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,8 +147,9 @@ def _run(args: argparse.Namespace) -> int:
     rows = rows_of_run(read_rows([results_path]), info["suite_hash"], info["env_fingerprint"])
     _write_report(rows, report_path, f"{suite.name}: benchmark report")
     ok = sum(r["status"] == "ok" for r in rows)
-    print(f"{len(rows)} cells ({ok} ok) -> {results_path}\nreport -> {report_path}")
-    return 0
+    failed = sum(r["status"] in ("error", "timeout") for r in rows)
+    print(f"{len(rows)} cells ({ok} ok, {failed} failed) -> {results_path}\nreport -> {report_path}")
+    return EXIT_REGRESSION if failed else 0
 
 
 def _hardware(devices: list[str]) -> str:

@@ -8,13 +8,12 @@ reading a few small files, so a typo costs a second instead of a half-hour run. 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 from harness.data.splits import LOCAL_FORMATS, data_search_path, find_local_split
 from harness.errors import ModelNotFoundError, SuiteError
-from harness.models.sources import BUILTINS, check_model_dir
+from harness.models.sources import BUILTINS, check_model_dir, package_files_dir
 from harness.suite import Suite
 
 
@@ -33,7 +32,7 @@ def _check_source(source: str, file: str, key: str) -> None:
         return
     if source.startswith("package:"):
         module = source.removeprefix("package:")
-        if importlib.util.find_spec(module) is None:
+        if package_files_dir(module) is None:
             raise SuiteError(file, key, f"python package '{module}' is not installed (pip install it)")
         return
     path = Path(source).expanduser()

@@ -86,7 +86,7 @@ class Registry(Generic[T]):
 
     def _module_loaders(self) -> list[tuple[str, object]]:
         loaders: list[tuple[str, object]] = []
-        package = importlib.import_module(self.package)
+        package = installed_package(self.package)
         for info in pkgutil.iter_modules(package.__path__):
             if not info.name.startswith("_"):
                 loaders.append((info.name, lambda n=info.name: importlib.import_module(f"{self.package}.{n}")))
@@ -108,6 +108,29 @@ class Registry(Generic[T]):
         if callable(getattr(adapter, "code_version", None)):
             adapter.code_version()  # snapshot the version of the code just imported
         self._entries[adapter.name] = adapter
+
+
+def installed_package(name: str) -> ModuleType:
+    """The adapter package ``name`` that ships beside ``harness``, loaded by path.
+
+    A plain import would search sys.path, where a ``backends.py`` in the working directory (or any
+    folder put first) shadows the real package and runs. Pinning the package by path makes every
+    ``import backends.x`` resolve inside the installed folder.
+    """
+    folder = Path(__file__).resolve().parent.parent / name
+    loaded = sys.modules.get(name)
+    if loaded is not None and [str(Path(p).resolve()) for p in getattr(loaded, "__path__", [])] == [str(folder)]:
+        return loaded
+    init = folder / "__init__.py"
+    if not init.is_file():  # another package layout: fall back to the import system
+        return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the adapter package {folder}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _import_file(path: Path, namespace: str) -> ModuleType:

@@ -13,7 +13,7 @@ def test_smoke_run_writes_results_and_report(smoke_run) -> None:
     report = smoke_run.out_dir / "smoke.md"
     assert results.is_file() and report.is_file()
     ok = sum(r["status"] == "ok" for r in smoke_run.rows) if torch.cuda.is_available() else 20
-    assert proc.stdout == f"40 cells ({ok} ok) -> {results}\nreport -> {report}\n"
+    assert proc.stdout == f"40 cells ({ok} ok, 0 failed) -> {results}\nreport -> {report}\n"
     assert len(read_jsonl(results)) == 40
     text = report.read_text(encoding="utf-8")
     assert text.startswith("# smoke: benchmark report\n")

@@ -7,7 +7,6 @@ downloaded only when the hub is reachable).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from harness.cache import ArtifactCache
@@ -50,11 +49,29 @@ def _builtin(name: str, cache: ArtifactCache, num_labels: int) -> Path:
 
 
 def _package_model_dir(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
+    package_dir = package_files_dir(module)
+    if package_dir is None:
         raise ModelNotFoundError(f"model source 'package:{module}': python package '{module}' is not installed")
-    package_dir = Path(next(iter(spec.submodule_search_locations)))
     return package_dir / "model" if (package_dir / "model").is_dir() else package_dir
+
+
+def package_files_dir(module: str) -> Path | None:
+    """The folder of an installed package (``name`` or ``name.sub``), found in the installed
+    distributions' records without importing anything: importing would run the package's code."""
+    import importlib.metadata
+
+    parts = module.split(".")
+    if not all(part.isidentifier() for part in parts):
+        return None
+    for distribution in importlib.metadata.packages_distributions().get(parts[0], []):
+        try:
+            root = Path(str(importlib.metadata.distribution(distribution).locate_file(parts[0])))
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        folder = root.joinpath(*parts[1:])
+        if folder.is_dir():
+            return folder
+    return None
 
 
 def _hub_snapshot(repo_id: str) -> Path:
