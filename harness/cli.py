@@ -7,13 +7,17 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
-from harness.errors import EXIT_REGRESSION, HarnessError, one_line
+from harness.errors import EXIT_BAD_INPUT, EXIT_REGRESSION, HarnessError, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from harness.quiet import quiet_third_party_warnings
+
+    quiet_third_party_warnings(show=args.debug)
     # only our own progress at INFO: runtimes log every graph fusion there
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     level = logging.WARNING if args.quiet else logging.DEBUG if args.debug else logging.INFO
@@ -31,9 +35,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are one line and exit 2, like every other bad input (not usage plus an error)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
-    common = argparse.ArgumentParser(add_help=False)
+    parser = _OneLineParser(prog="harness", description=__doc__)
+    common = _OneLineParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors, and each round's phases")
     common.add_argument("--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -91,18 +102,30 @@ def _registries():  # noqa: ANN202
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from harness.errors import EXIT_BAD_INPUT, SuiteErrors
     from harness.preflight import preflight
     from harness.run.plan import count_cells
     from harness.suite import load_suite
 
     exporters, backends = _registries()
-
-    for path in args.suites:
-        suite = load_suite(path, exporters, backends)
-        preflight(suite, str(path))
-        cells = count_cells(suite, exporters, backends)
-        print(f"{path}: ok (suite '{suite.name}', hash {suite.content_hash()}, {cells} cells)")
-    return 0
+    failed = False
+    for path in args.suites:  # every file, every problem: a fix-rerun loop per typo wastes time
+        file = str(path)
+        try:
+            suite = load_suite(path, exporters, backends)
+            preflight(suite, file, registries=(exporters, backends))
+            cells = count_cells(suite, exporters, backends)
+        except HarnessError as error:
+            if args.debug:
+                traceback.print_exc()
+            failed = True
+            problems = error.problems if isinstance(error, SuiteErrors) else [error]
+            for line in (line for problem in problems for line in str(problem).splitlines()):
+                where = "" if line.startswith(file) else f"{file}: "
+                print(f"error: {one_line(where + line)}", file=sys.stderr)
+            continue
+        print(f"{one_line(file)}: ok (suite '{suite.name}', hash {suite.content_hash()}, {cells} cells)")
+    return EXIT_BAD_INPUT if failed else 0
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -136,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
 
     exporters, backends = _registries()
     suite = load_suite(args.suite, exporters, backends)
-    preflight(suite, str(args.suite), hub_reachable=suite.task.source != "local" and hub_reachable())
+    reachable = suite.task.source != "local" and hub_reachable()
+    preflight(suite, str(args.suite), reachable, out_dir=args.out, registries=(exporters, backends))
     out_dir = args.out or Path(suite.output.dir)
     results_path, report_path = _output_paths(out_dir, suite.output_name(_hardware(suite.devices)))
     runner = Runner(
@@ -145,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     runner.run()
     info = runner.run_info
     rows = rows_of_run(read_rows([results_path]), info["suite_hash"], info["env_fingerprint"])
-    _write_report(rows, report_path, f"{suite.name}: benchmark report")
+    _write_report(rows, report_path, f"{suite.name}: benchmark report", [results_path])
     ok = sum(r["status"] == "ok" for r in rows)
     failed = sum(r["status"] in ("error", "timeout") for r in rows)
     print(f"{len(rows)} cells ({ok} ok, {failed} failed) -> {results_path}\nreport -> {report_path}")
@@ -162,6 +186,8 @@ def _hardware(devices: list[str]) -> str:
 
 
 def _output_paths(out_dir: Path, name: str) -> tuple[Path, Path]:
+    from harness.results.publish import check_report_target
+
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".{name}.write-test"
@@ -169,32 +195,33 @@ def _output_paths(out_dir: Path, name: str) -> tuple[Path, Path]:
         probe.unlink()
     except OSError as error:
         raise HarnessError(f"output directory {out_dir} is not writable: {error.strerror}") from None
-    return out_dir / f"{name}.jsonl", out_dir / f"{name}.md"
+    results, report = out_dir / f"{name}.jsonl", out_dir / f"{name}.md"
+    check_report_target(report, [results])  # refused now, not after the run
+    return results, report
 
 
-def _write_report(rows: list[dict], path: Path, title: str) -> None:
-    from harness.results.figures import write_figures
-    from harness.results.report import render_report
+def _write_report(rows: list[dict], path: Path, title: str, inputs: list[Path]) -> None:
+    """Atomically: the figures and the markdown appear together, or nothing does."""
+    from harness.results.publish import write_report
 
-    figures = write_figures(rows, path.parent, path.stem)
-    path.write_text(render_report(rows, title, figures), encoding="utf-8")
+    write_report(rows, path, title, inputs)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from harness.results.rows import read_rows
+    from harness.results.publish import check_report_target
+    from harness.results.rows import load_results
 
-    for path in args.results:
-        if not path.is_file():
-            raise HarnessError(f"{path}: no such results file")
-    rows = read_rows(args.results)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    _write_report(rows, args.output, args.title)
+    check_report_target(args.output, args.results)
+    rows = load_results(args.results)
+    _write_report(rows, args.output, args.title, args.results)
     print(f"{len(rows)} rows -> {args.output}")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
     """Exit 1 when any cell regressed significantly beyond the threshold, 2 for input that cannot be compared."""
+    import warnings
+
     from harness.errors import InputError
     from harness.results.compare import (
         check_comparable,
@@ -204,22 +231,16 @@ def _compare(args: argparse.Namespace) -> int:
         render_comparison,
         unmatched,
     )
-    from harness.results.rows import read_rows
+    from harness.results.rows import load_results
 
-    check_options(args.threshold, args.alpha, args.normalize)
-    if not args.drift_allowance >= 0:
-        raise InputError(f"--drift-allowance must not be negative (got {args.drift_allowance})")
-    for path in (args.old, args.new):
-        if not path.is_file():
-            raise InputError(f"{path}: no such results file")
-    try:
-        old, new = read_rows([args.old]), read_rows([args.new])
-    except HarnessError as error:  # a corrupt results file is bad input too
-        raise InputError(str(error)) from None
+    check_options(args.threshold, args.alpha, args.normalize, args.drift_allowance)
+    old, new = load_results([args.old]), load_results([args.new])
     check_comparable(old, new, args.across_machines)
-    table = compare_rows(old, new, args.threshold, args.alpha, args.normalize, args.drift_allowance)
-    if table.empty:
-        raise InputError("the two results files have no cell in common")
-    only = unmatched(old, new)
-    print(render_comparison(table, *only, args.threshold, args.alpha, args.normalize, args.drift_allowance))
-    return 1 if regressed(table, args.alpha, args.drift_allowance) else 0
+    with warnings.catch_warnings():  # extreme values overflow a ratio: shown as inf, not a page of warnings
+        warnings.simplefilter("ignore", RuntimeWarning)
+        table = compare_rows(old, new, args.threshold, args.alpha, args.normalize, args.drift_allowance)
+        if table.empty:
+            raise InputError(f"{args.old} and {args.new} have no cell in common")
+        only = unmatched(old, new)
+        print(render_comparison(table, *only, args.threshold, args.alpha, args.normalize, args.drift_allowance))
+        return 1 if regressed(table, args.alpha, args.drift_allowance) else 0

@@ -1,104 +1,286 @@
 """Cheap checks of what a suite points at, run before any expensive stage.
 
-Model directories, packages, local data files, their columns and label ranges are all checked by
-reading a few small files, so a typo costs a second instead of a half-hour run. Each problem is a
-``SuiteError`` naming the suite file and the key path.
+Model directories, packages, local data files, their rows and label ranges, the parents' depth and
+position limits, the baseline's runtime and the output folders are all checked by reading a few
+small files (or probing a folder), so a typo costs a second instead of a half-hour run. Each
+problem is a ``SuiteError`` naming the suite file and the key path.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.data.splits import LOCAL_FORMATS, data_search_path, find_local_split
-from harness.errors import ModelNotFoundError, SuiteError
-from harness.models.sources import BUILTINS, check_model_dir, package_files_dir
-from harness.suite import Suite
+from harness.data.tables import MissingColumnError, SplitScan, scan_split_file, warn_if_one_class
+from harness.errors import HarnessError, SuiteError, quote
+from harness.models.sources import BUILTINS, check_model_dir, package_files_dir, package_model_dir, read_model_config
+from harness.suite import ModelConfig, Suite, TaskConfig
+
+TRAINING_STAGES = ("finetune", "distill", "prune")  # the stages that read the train split
 
 
-def preflight(suite: Suite, file: str, hub_reachable: bool = False) -> None:
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model's config says, where it can be read cheaply (None: unknown, e.g. a hub id)."""
+
+    depth: int | None = None
+    positions: int | None = None
+    num_labels: int | None = None
+
+
+def preflight(
+    suite: Suite,
+    file: str,
+    hub_reachable: bool = False,
+    *,
+    out_dir: Path | None = None,
+    registries: tuple[Any, Any] | None = None,
+) -> None:
+    """Raise ``SuiteError`` for the first thing the suite points at that cannot work.
+
+    ``out_dir`` is the run's output folder when ``--out`` overrides ``output.dir`` (which is then
+    not checked); ``registries`` are the (exporters, backends) registries, discovered when omitted.
+    """
+    facts = _model_facts(suite, file)
+    _check_lineage(suite, file, facts)
+    _check_positions(suite, file, facts)
+    _check_task(suite, file, hub_reachable, facts)
+    _check_baseline(suite, file, registries)
+    _check_output(suite, file, out_dir)
+
+
+def _model_facts(suite: Suite, file: str) -> dict[str, ModelFacts]:
+    facts: dict[str, ModelFacts] = {}
     for index, model in enumerate(suite.models):
         if model.source is not None:
-            _check_source(model.source, file, f"models[{index}].source")
-    _check_task(suite, file, hub_reachable)
+            facts[model.name] = _source_facts(model, file, f"models[{index}].source")
+            continue
+        parent = facts.get(model.parent or "", ModelFacts())
+        depth = len(model.distill.layers) if model.distill is not None else parent.depth
+        facts[model.name] = ModelFacts(depth, parent.positions, model.num_labels)
+    return facts
 
 
-def _check_source(source: str, file: str, key: str) -> None:
+def _source_facts(model: ModelConfig, file: str, key: str) -> ModelFacts:
+    source = model.source or ""
     if source.startswith("builtin:"):
         name = source.removeprefix("builtin:")
         if name not in BUILTINS:
             raise SuiteError(file, key, f"unknown builtin model '{name}' (known: {', '.join(BUILTINS)})")
-        return
-    if source.startswith("package:"):
-        module = source.removeprefix("package:")
-        if package_files_dir(module) is None:
-            raise SuiteError(file, key, f"python package '{module}' is not installed (pip install it)")
-        return
-    path = Path(source).expanduser()
-    looks_local = source.startswith((".", "/", "~")) or source.count("/") != 1
-    if not path.exists():
-        if looks_local:
-            raise SuiteError(file, key, f"no such model directory: {path}")
-        return  # a hub id; resolved (or explained) when the run starts
+        from harness.models.tiny import TINY_BERT_CONFIG
+
+        config = TINY_BERT_CONFIG
+        return ModelFacts(config["num_hidden_layers"], config["max_position_embeddings"], model.num_labels)
+    folder = _source_dir(source, file, key)
+    if folder is None:
+        return ModelFacts(num_labels=model.num_labels)  # a hub id: read when the run fetches it
     try:
-        check_model_dir(path, source)
-    except ModelNotFoundError as error:
+        config = read_model_config(folder)
+    except HarnessError as error:
+        raise SuiteError(file, key, str(error)) from None
+    # a fine-tuned model gets a fresh head of num_labels classes; otherwise the config's head counts
+    labels = model.num_labels if model.finetune is not None else _config_num_labels(config) or model.num_labels
+    return ModelFacts(config.get("num_hidden_layers"), config.get("max_position_embeddings"), labels)
+
+
+def _source_dir(source: str, file: str, key: str) -> Path | None:
+    """The checked model directory a source names, or None for a hub id."""
+    try:
+        if source.startswith("package:"):
+            module = source.removeprefix("package:")
+            if package_files_dir(module) is None:
+                raise SuiteError(file, key, f"python package '{module}' is not installed (pip install it)")
+            return package_model_dir(module)
+        path = Path(source).expanduser()
+        if not _exists(path):
+            if source.startswith((".", "/", "~")) or source.count("/") != 1:
+                raise SuiteError(file, key, f"no such model directory: {quote(str(path))}")
+            return None
+        return check_model_dir(path, source)
+    except SuiteError:
+        raise
+    except HarnessError as error:
         raise SuiteError(file, key, str(error)) from None
 
 
-def _check_task(suite: Suite, file: str, hub_reachable: bool) -> None:
-    task = suite.task
+def _config_num_labels(config: dict[str, Any]) -> int | None:
+    if isinstance(config.get("id2label"), dict):
+        return len(config["id2label"])
+    return config.get("num_labels")
+
+
+def _check_lineage(suite: Suite, file: str, facts: dict[str, ModelFacts]) -> None:
+    """Distilled layers must exist in the parent (for a distilled parent: its own kept layers)."""
+    for index, model in enumerate(suite.models):
+        depth = facts.get(model.parent or "", ModelFacts()).depth
+        if model.distill is None or depth is None:
+            continue
+        for position, layer in enumerate(model.distill.layers):
+            if layer >= depth:
+                raise SuiteError(
+                    file,
+                    f"models[{index}].distill.layers[{position}]",
+                    f"layer {layer} is beyond the parent model '{model.parent}', which has {depth} "
+                    f"layer{'s' if depth != 1 else ''} (0..{depth - 1})",
+                )
+
+
+def _check_positions(suite: Suite, file: str, facts: dict[str, ModelFacts]) -> None:
+    """Fixed sequence lengths and truncation lengths must fit every model's position embeddings."""
+    for index, model in enumerate(suite.models):
+        positions = facts[model.name].positions
+        if positions is None:
+            continue
+        lengths = [(f"shapes.seq_lens[{i}]", n) for i, n in enumerate(suite.shapes.seq_lens) if n != "dynamic"]
+        lengths.append(("max_length", suite.max_length))
+        if model.stage in TRAINING_STAGES:
+            lengths.append((f"models[{index}].{model.stage}.max_length", getattr(model, model.stage).max_length))
+        for key, length in lengths:
+            if length > positions:
+                raise SuiteError(
+                    file,
+                    key,
+                    f"{length} tokens exceed the {positions} positions of model '{model.name}' "
+                    "(max_position_embeddings in its config.json)",
+                )
+
+
+def _check_task(suite: Suite, file: str, hub_reachable: bool, facts: dict[str, ModelFacts]) -> None:
+    task = suite.task  # task.dataset is a well-formed hub id: the schema checks it
     if task.source == "hub" or (task.source == "auto" and task.dataset and hub_reachable):
         return  # the hub copy is checked by datasets itself
-    path = find_local_split(task, task.split)
+    scan = _scan_split(task, file, task.split, "task.split")
+    warn_if_one_class(str(scan.path), task.split, scan.labels[: task.max_samples])
+    _check_label_range(file, "eval", scan, list(enumerate(suite.models)), facts)
+    trained = [(index, m) for index, m in enumerate(suite.models) if m.stage in TRAINING_STAGES]
+    if trained:
+        scan = _scan_split(task, file, task.train_split, "task.train_split")
+        warn_if_one_class(str(scan.path), task.train_split, scan.labels)
+        _check_label_range(file, "train", scan, trained, facts)
+
+
+def _scan_split(task: TaskConfig, file: str, split: str, key: str) -> SplitScan:
+    path = find_local_split(task, split)
     if path is None:
-        searched = ", ".join(str(p) for p in data_search_path())
-        where = f"'{task.local}/{task.split}.{{{','.join(s[1:] for s in LOCAL_FORMATS)}}}'"
-        raise SuiteError(file, "task.local", f"no {where} in {searched} (set HARNESS_DATA_PATH, or fix the path)")
-    columns, labels = _read_columns(path, task.label_column)
-    for key in ("text_column", "label_column"):
-        name = getattr(task, key)
-        if name not in columns:
-            raise SuiteError(file, f"task.{key}", f"{path} has no column '{name}' (columns: {', '.join(columns)})")
-    for index, model in enumerate(suite.models):
-        num_labels = _model_num_labels(model.source) or model.num_labels
-        bad = sorted({label for label in labels if not 0 <= label < num_labels})
+        raise SuiteError(file, "task.local" if key == "task.split" else key, _missing_split(task, split))
+    try:
+        scan = scan_split_file(path, task.text_column, task.label_column)
+    except MissingColumnError as error:
+        column_key = "task.text_column" if error.column == task.text_column else "task.label_column"
+        raise SuiteError(file, column_key, str(error)) from None
+    except HarnessError as error:
+        raise SuiteError(file, key, str(error)) from None
+    if not scan.labels:
+        raise SuiteError(file, key, f"{path}: the {split} split has a header but no rows")
+    return scan
+
+
+def _missing_split(task: TaskConfig, split: str) -> str:
+    if task.local is None:
+        return "the hub is unreachable (offline) and the suite names no local copy (task.local)"
+    searched = ", ".join(str(p) for p in data_search_path())
+    where = f"'{task.local}/{split}.{{{','.join(s[1:] for s in LOCAL_FORMATS)}}}'"
+    return f"no {where} in {searched} (set HARNESS_DATA_PATH, or fix the path)"
+
+
+def _check_label_range(
+    file: str, which: str, scan: SplitScan, models: list[tuple[int, ModelConfig]], facts: dict[str, ModelFacts]
+) -> None:
+    present = set(scan.labels)
+    for index, model in models:
+        num_labels = facts[model.name].num_labels or model.num_labels
+        bad = sorted(label for label in present if not 0 <= label < num_labels)
         if bad:
             raise SuiteError(
                 file,
                 f"models[{index}].num_labels",
-                f"the eval labels include {bad[0]} but model '{model.name}' has {num_labels} labels "
+                f"the {which} labels include {bad[0]} but model '{model.name}' has {num_labels} labels "
                 f"(0..{num_labels - 1})",
             )
 
 
-def _read_columns(path: Path, label_column: str) -> tuple[list[str], list[int]]:
-    """Column names and integer labels of a local split, read without pandas or datasets."""
-    if path.suffix in (".jsonl", ".json"):
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        columns = list(rows[0]) if rows else []
-        values = [row.get(label_column) for row in rows]
-    else:
-        # split on LF only, as the loader does: SST-2's train.tsv has stray CRs inside lines
-        delimiter = "\t" if path.suffix == ".tsv" else ","
-        lines = [line for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
-        reader = csv.DictReader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE)
-        columns = list(reader.fieldnames or [])
-        values = [(row.get(label_column) or "").strip() for row in reader]
-    labels = []
-    for value in values:
-        try:
-            labels.append(int(value))
-        except (TypeError, ValueError):
-            labels.append(-1)  # a non-integer label is out of every range
-    return columns, labels
+def _check_baseline(suite: Suite, file: str, registries: tuple[Any, Any] | None) -> None:
+    """The baseline cell must be runnable: every other cell is judged relative to it."""
+    from harness.registry import BrokenAdapter, backends, exporters
+
+    exporter_registry, backend_registry = registries or (exporters(), backends())
+    entry = next((e for e in suite.exporters if e.display_name == suite.baseline.exporter), None)
+    exporter = exporter_registry.entries().get(entry.name) if entry else None
+    backend = backend_registry.entries().get(suite.baseline.backend)
+    if entry is None or exporter is None or backend is None:
+        return  # an unknown name is reported by the suite schema
+    for kind, name, adapter in (("exporter", entry.name, exporter), ("backend", suite.baseline.backend, backend)):
+        reason = adapter.reason if isinstance(adapter, BrokenAdapter) else adapter.unavailable_reason()
+        if reason:
+            raise SuiteError(file, f"baseline.{kind}", f"the baseline {kind} '{name}' is unavailable: {reason}")
+    if exporter.format not in backend.formats:
+        raise SuiteError(
+            file,
+            "baseline.backend",
+            f"backend '{backend.name}' cannot load the '{exporter.format}' format of exporter '{entry.name}' "
+            f"(it loads {', '.join(sorted(backend.formats))})",
+        )
+    reasons = []
+    for device in sorted(suite.devices, key=lambda d: d != "cpu"):  # cpu first: cuda checks import torch
+        reason = backend.unavailable_reason(device) or backend.cell_unavailable_reason(exporter.format, device)
+        if reason is None:
+            return
+        reasons.append(f"{device}: {reason}")
+    raise SuiteError(
+        file,
+        "baseline",
+        f"the baseline cell ({suite.baseline.exporter} on {backend.name}) can run on none of the suite's devices "
+        f"({'; '.join(reasons)})",
+    )
 
 
-def _model_num_labels(source: str | None) -> int | None:
-    if source is None or not (Path(source).expanduser() / "config.json").is_file():
-        return None
-    config = json.loads((Path(source).expanduser() / "config.json").read_text(encoding="utf-8"))
-    if "id2label" in config:
-        return len(config["id2label"])
-    return config.get("num_labels")
+def _check_output(suite: Suite, file: str, out_dir: Path | None) -> None:
+    folders = [("output.cache_dir", suite.output.cache_dir)]
+    if out_dir is None:
+        folders.insert(0, ("output.dir", suite.output.dir))
+    for key, folder in folders:
+        reason = unwritable_reason(Path(folder).expanduser())
+        if reason:
+            raise SuiteError(file, key, f"{quote(folder)} {reason}")
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created and written into, or None; leaves nothing behind.
+
+    Missing folders are created only to probe them and removed again, innermost first.
+    """
+    created: list[Path] = []
+    try:
+        missing = []
+        existing = folder
+        while not _exists(existing) and existing != existing.parent:
+            missing.append(existing)
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"cannot be a folder: {quote(str(existing))} is a file" if missing else "is a file, not a folder"
+        for path in reversed(missing):
+            path.mkdir()
+            created.append(path)
+        handle, probe = tempfile.mkstemp(prefix=".harness-write-test-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except (OSError, ValueError) as error:
+        return f"is not writable: {getattr(error, 'strerror', None) or error}"
+    finally:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):  # something else wrote there meanwhile: theirs to keep
+                path.rmdir()
+    return None
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, False for names the OS refuses (too long, NUL bytes) instead of raising."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False

@@ -8,27 +8,43 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from harness.compress.options import DistillOptions, FinetuneOptions, MagnitudeOptions, PruneOptions
-from harness.errors import SuiteError
-from harness.registry import UnknownNameError
+from harness.errors import SuiteError, SuiteErrors, quote
+from harness.suite_rules import (
+    MAX_SEED,
+    NAME_PATTERN,
+    STRICT,
+    PathText,
+    SafeName,
+    Text,
+    duplicates,
+    fail,
+    key_path,
+    message,
+    parent_problems,
+    unknown,
+)
+from harness.suite_yaml import read_yaml
 
 DEVICES = ("cpu", "cuda")
 COMPRESSION_STAGES = ("distill", "prune", "magnitude")
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+MAX_HUB_ID = 96 * 2 + 1  # 'owner/name', each at most 96 characters on the hub
 
-# strict: YAML's `true` must not pass as the count 1
-PositiveInt = Annotated[int, Field(gt=0, strict=True)]
-NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
-UNION_TAGS = ("function-after", "function-before", "function-wrap", "int", "str", "float", "bool", "list", "dict")
-PositiveFloat = Annotated[float, Field(gt=0)]
-SafeName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+PositiveInt = Annotated[int, Field(gt=0)]
+BatchSize = Annotated[int, Field(ge=1, le=4096)]
 
 
 def _dynamic_or_length(value: Any) -> int | str:
@@ -37,25 +53,60 @@ def _dynamic_or_length(value: Any) -> int | str:
     return value
 
 
+def _hub_id(value: str) -> str:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        if len(value) > MAX_HUB_ID:
+            raise HFValidationError("too long")
+        validate_repo_id(value)
+    except HFValidationError:
+        raise ValueError(
+            "must be a hub dataset id such as 'nyu-mll/glue' or 'imdb': letters, digits, '-', '_' and '.', "
+            "no '--' or '..', at most 96 characters a part"
+        ) from None
+    return value
+
+
+def _known_device(value: str) -> str:
+    if value not in DEVICES:
+        raise ValueError(unknown("device", value, DEVICES))
+    return value
+
+
+def _registered(kind: str) -> AfterValidator:
+    """Checks a name against the registry passed in the validation context, when one is."""
+
+    def check(value: str, info: ValidationInfo) -> str:
+        known = (info.context or {}).get(kind)
+        if known is not None and value not in known:
+            raise ValueError(unknown(kind, value, known))
+        return value
+
+    return AfterValidator(check)
+
+
 SeqLen = Annotated[Any, AfterValidator(_dynamic_or_length)]
+SplitName = SafeName  # a file name under the local data folder, and a hub split
+HubId = Annotated[str, AfterValidator(_hub_id)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = STRICT
 
 
 class TaskConfig(Strict):
     """Where the eval (and train) sentences come from."""
 
-    dataset: str | None = None
-    dataset_config: str | None = None
-    local: str | None = None
+    dataset: HubId | None = None
+    dataset_config: Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)] | None = None
+    local: PathText | None = None
     source: Literal["auto", "hub", "local"] = "auto"
-    split: str = "validation"
-    train_split: str = "train"
-    text_column: str = "sentence"
-    label_column: str = "label"
-    max_samples: PositiveInt | None = None
+    split: SplitName = "validation"
+    train_split: SplitName = "train"
+    text_column: Text = "sentence"
+    label_column: Text = "label"
+    max_samples: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
 
     @model_validator(mode="after")
     def _needs_a_source(self) -> TaskConfig:
@@ -77,9 +128,9 @@ class ModelConfig(Strict):
     """
 
     name: SafeName
-    source: str | None = Field(default=None, min_length=1)
-    parent: str | None = None
-    num_labels: PositiveInt = 2
+    source: PathText | None = None
+    parent: SafeName | None = None
+    num_labels: Annotated[int, Field(ge=1, le=10_000)] = 2
     finetune: FinetuneOptions | None = None
     distill: DistillOptions | None = None
     prune: PruneOptions | None = None
@@ -106,9 +157,18 @@ class ModelConfig(Strict):
 
 
 class ExporterEntry(Strict):
-    name: str
+    name: Annotated[SafeName, _registered("exporter")]
     label: SafeName | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("options")
+    @classmethod
+    def _typed_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Checked by the exporter's own ``Options`` model (from the context), strictly like the suite."""
+        options_type = ((info.context or {}).get("exporter_options") or {}).get(info.data.get("name"))
+        if options_type is not None:
+            options_type.model_validate(options, strict=True)
+        return options
 
     @property
     def display_name(self) -> str:
@@ -116,8 +176,14 @@ class ExporterEntry(Strict):
 
 
 class ShapesConfig(Strict):
-    batch_sizes: list[PositiveInt] = Field(default=[1], min_length=1)
-    seq_lens: list[SeqLen] = Field(default=["dynamic"], min_length=1)
+    batch_sizes: list[BatchSize] = Field(default=[1], min_length=1, max_length=32)
+    seq_lens: list[SeqLen] = Field(default=["dynamic"], min_length=1, max_length=32)
+
+    @field_validator("batch_sizes", "seq_lens")
+    @classmethod
+    def _distinct(cls, values: list[Any], info: ValidationInfo) -> list[Any]:
+        fail(str(info.field_name), [((index,), text, value) for index, text, value in duplicates(values)])
+        return values
 
 
 class TimingConfig(Strict):
@@ -129,16 +195,16 @@ class TimingConfig(Strict):
     over one input of every distinct shape.
     """
 
-    rounds: PositiveInt = 3
-    seconds_per_cell: PositiveFloat = 0.5
-    warmup_passes: PositiveInt = 1
-    min_passes: PositiveInt = 1
-    max_passes: PositiveInt = 1000
-    single_inputs: PositiveInt = 256
-    min_batches: PositiveInt = 8
-    seed: NonNegativeInt = 0
+    rounds: Annotated[int, Field(ge=1, le=1000)] = 3
+    seconds_per_cell: Annotated[float, Field(gt=0, le=3600)] = 0.5
+    warmup_passes: Annotated[int, Field(ge=1, le=1000)] = 1
+    min_passes: Annotated[int, Field(ge=1, le=100_000)] = 1
+    max_passes: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    single_inputs: Annotated[int, Field(ge=1, le=100_000)] = 256
+    min_batches: Annotated[int, Field(ge=1, le=10_000)] = 8
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     # the side of the square GEMMs that measure each runtime's peak (smaller is quicker, and lower)
-    peak_gemm_size: Annotated[int, Field(ge=64, le=8192, strict=True)] = 2048
+    peak_gemm_size: Annotated[int, Field(ge=64, le=8192)] = 2048
 
     @model_validator(mode="after")
     def _max_covers_min(self) -> TimingConfig:
@@ -151,41 +217,45 @@ class IsolationConfig(Strict):
     """``process`` runs every cell in its own child process; ``none`` runs in-process (debugging)."""
 
     mode: Literal["process", "none"] = "process"
-    timeout_s: PositiveFloat = 900.0
+    timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
 
 
 class OutputConfig(Strict):
     """Where results go. ``name`` may contain ``{hardware}``: ``cuda`` when a GPU ran, else ``cpu``."""
 
-    dir: str = "reports"
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*(\{hardware\}[A-Za-z0-9_.+-]*)?$")] | None = None
-    cache_dir: str = ".harness-cache"
+    dir: PathText = "reports"
+    name: (
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*(\{hardware\}[A-Za-z0-9_.+-]*)?$", max_length=128)]
+        | None
+    ) = None
+    cache_dir: PathText = ".harness-cache"
 
 
 class BaselineConfig(Strict):
-    model: str | None = None
-    exporter: str = "eager-fp32"
-    backend: str = "pytorch"
+    model: SafeName | None = None
+    exporter: SafeName = "eager-fp32"
+    backend: SafeName = "pytorch"
 
 
 class Suite(Strict):
     name: SafeName
-    description: str = ""
+    description: Annotated[str, Field(max_length=2000)] = ""
     task: TaskConfig
-    models: list[ModelConfig] = Field(min_length=1)
-    exporters: list[ExporterEntry] = Field(min_length=1)
-    backends: list[str] = Field(min_length=1)
-    devices: list[str] = Field(default=["cpu"], min_length=1)
-    required_devices: list[str] = Field(default_factory=list)
+    models: list[ModelConfig] = Field(min_length=1, max_length=256)
+    exporters: list[ExporterEntry] = Field(min_length=1, max_length=64)
+    backends: list[Annotated[SafeName, _registered("backend")]] = Field(min_length=1, max_length=32)
+    devices: list[Annotated[str, AfterValidator(_known_device)]] = Field(default=["cpu"], min_length=1, max_length=8)
+    required_devices: list[str] = Field(default_factory=list, max_length=8)
     shapes: ShapesConfig = ShapesConfig()
-    threads: PositiveInt = 2
-    accuracy_batch_size: PositiveInt = 32
+    threads: Annotated[int, Field(ge=1, le=1024)] = 2
+    accuracy_batch_size: BatchSize = 32
     max_length: Annotated[int, Field(gt=0, le=512)] = 128
     timing: TimingConfig = TimingConfig()
     isolation: IsolationConfig = IsolationConfig()
     accuracy_gate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
     output: OutputConfig = OutputConfig()
-    baseline: BaselineConfig = BaselineConfig()
+    # validated when omitted too: the default baseline must be a cell of the suite
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig, validate_default=True)
 
     @field_validator("exporters", mode="before")
     @classmethod
@@ -194,21 +264,59 @@ class Suite(Strict):
             return [{"name": item} if isinstance(item, str) else item for item in value]
         return value
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Suite:
-        for key, names in (
-            ("models", [m.name for m in self.models]),
-            ("exporters", [e.display_name for e in self.exporters]),
-            ("backends", self.backends),
-            ("devices", self.devices),
-        ):
-            duplicates = sorted({n for n in names if names.count(n) > 1})
-            if duplicates:
-                raise ValueError(f"{key}: '{duplicates[0]}' appears twice (give exporters a distinct label)")
-        missing = [d for d in self.required_devices if d not in self.devices]
-        if missing:
-            raise ValueError(f"required_devices: '{missing[0]}' is not in devices")
-        return self
+    @field_validator("models")
+    @classmethod
+    def _names_and_parents(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [m.name for m in models]
+        problems = [((i, "name"), text, name) for i, text, name in duplicates(names)]
+        problems += [((i, "parent"), text, p) for i, text, p in parent_problems(names, [m.parent for m in models])]
+        fail("models", problems)
+        return models
+
+    @field_validator("exporters")
+    @classmethod
+    def _distinct_exporters(cls, exporters: list[ExporterEntry]) -> list[ExporterEntry]:
+        names = [e.display_name for e in exporters]
+        problems = [
+            ((i, "label" if exporters[i].label else "name"), f"{text}; give one a distinct label", value)
+            for i, text, value in duplicates(names)
+        ]
+        fail("exporters", problems)
+        return exporters
+
+    @field_validator("backends", "devices")
+    @classmethod
+    def _distinct(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        fail(str(info.field_name), [((i,), text, value) for i, text, value in duplicates(values)])
+        return values
+
+    @field_validator("required_devices")
+    @classmethod
+    def _required_are_listed(cls, required: list[str], info: ValidationInfo) -> list[str]:
+        devices = info.data.get("devices")
+        if devices is not None:
+            fail(
+                "required_devices",
+                [((i,), f"{quote(d)} is not in devices", d) for i, d in enumerate(required) if d not in devices],
+            )
+        return required
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline_is_a_cell(cls, baseline: BaselineConfig, info: ValidationInfo) -> BaselineConfig:
+        models, exporters = info.data.get("models"), info.data.get("exporters")
+        checks = (
+            ("model", baseline.model, [m.name for m in models] if models else None),
+            ("exporter", baseline.exporter, [e.display_name for e in exporters] if exporters else None),
+            ("backend", baseline.backend, info.data.get("backends")),
+        )
+        problems = [
+            ((kind,), unknown(kind, value, names), value)
+            for kind, value, names in checks
+            if value is not None and names is not None and value not in names
+        ]
+        fail("baseline", problems)
+        return baseline
 
     def output_name(self, hardware: str = "cpu") -> str:
         return (self.output.name or self.name).replace("{hardware}", hardware)
@@ -224,100 +332,35 @@ class Suite(Strict):
 
 
 def load_suite(path: str | Path, exporter_registry: Any = None, backend_registry: Any = None) -> Suite:
-    """Read, parse and validate a suite file; any problem raises ``SuiteError``."""
-    path = Path(path)
-    file = str(path)
-    if not path.exists():
-        raise SuiteError(file, "", "no such file")
-    if path.is_dir():
-        raise SuiteError(file, "", "is a directory, expected a YAML suite file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SuiteError(file, where, f"malformed YAML: {problem}") from None
-    except UnicodeDecodeError:
-        raise SuiteError(file, "", "not a UTF-8 text file") from None
-    return parse_suite(raw, file, exporter_registry, backend_registry)
+    """Read (within the reader's bounds), parse and validate a suite file.
+
+    One problem raises ``SuiteError``; several raise ``SuiteErrors`` holding every one of them.
+    """
+    raw = read_yaml(Path(path), str(path))
+    return parse_suite(raw, str(path), exporter_registry, backend_registry)
 
 
 def parse_suite(raw: Any, file: str, exporter_registry: Any = None, backend_registry: Any = None) -> Suite:
+    """Validate a parsed document, collecting every problem: types, bounds, names and cross-field rules."""
     if raw is None:
         raise SuiteError(file, "", "the file is empty")
     if not isinstance(raw, dict):
         raise SuiteError(file, "", f"the top level must be a mapping of keys, not a {type(raw).__name__}")
     try:
-        suite = Suite.model_validate(raw)
+        return Suite.model_validate(raw, context=_registry_context(exporter_registry, backend_registry))
     except ValidationError as error:
-        first = error.errors()[0]
-        raise SuiteError(file, _key_path(first["loc"]), _message(first)) from None
-    _check_names(suite, file, exporter_registry, backend_registry)
-    return suite
+        problems = [SuiteError(file, key_path(e["loc"], raw), message(e)) for e in error.errors()]
+    raise problems[0] if len(problems) == 1 else SuiteErrors(problems)
 
 
-def _check_names(suite: Suite, file: str, exporter_registry: Any, backend_registry: Any) -> None:
-    _check_each(file, "devices", suite.devices, DEVICES, "device")
+def _registry_context(exporter_registry: Any, backend_registry: Any) -> dict[str, Any]:
+    """Known names, and each exporter's options model; a registry not given is not checked."""
+    context: dict[str, Any] = {}
     if backend_registry is not None:
-        _check_each(file, "backends", suite.backends, backend_registry.names(), "backend")
+        context["backend"] = backend_registry.names()
     if exporter_registry is not None:
-        known = exporter_registry.names()
-        for index, entry in enumerate(suite.exporters):
-            _check_one(file, f"exporters[{index}].name", entry.name, known, "exporter")
-            _check_options(file, f"exporters[{index}].options", entry, exporter_registry)
-    model_names = [m.name for m in suite.models]
-    for index, model in enumerate(suite.models):
-        if model.parent is not None:
-            _check_one(file, f"models[{index}].parent", model.parent, model_names[:index], "parent model")
-    _check_one(file, "baseline.model", suite.baseline_model, model_names, "model")
-    _check_one(
-        file, "baseline.exporter", suite.baseline.exporter, [e.display_name for e in suite.exporters], "exporter"
-    )
-    _check_one(file, "baseline.backend", suite.baseline.backend, suite.backends, "backend")
-
-
-def _check_options(file: str, key: str, entry: ExporterEntry, registry: Any) -> None:
-    adapter = registry.get(entry.name)
-    options_type = getattr(adapter, "Options", None)
-    if options_type is None:
-        return
-    try:
-        options_type.model_validate(entry.options)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise SuiteError(file, _key_path((*key.split("."), *first["loc"])), _message(first)) from None
-
-
-def _check_each(file: str, key: str, values: list[str], known: Collection[str], kind: str) -> None:
-    for index, value in enumerate(values):
-        _check_one(file, f"{key}[{index}]", value, known, kind)
-
-
-def _check_one(file: str, key: str, value: str, known: Collection[str], kind: str) -> None:
-    if value not in known:
-        raise SuiteError(file, key, str(UnknownNameError(kind, value, known)))
-
-
-def _key_path(loc: tuple[Any, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in UNION_TAGS or str(part).startswith(("literal[", "constrained-")):
-            continue
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "(top level)"
-
-
-def _message(error: dict[str, Any]) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    if error["type"] == "missing":
-        return "required key is missing"
-    message = error["msg"].removeprefix("Value error, ")
-    value = error.get("input")
-    if error["type"] not in ("model_type", "dict_type") and isinstance(value, str | int | float | bool):
-        message += f" (got {value!r})"
-    return message
+        entries = exporter_registry.entries()
+        context["exporter"] = list(entries)
+        # a broken adapter has no Options; its cells become n/a rows with the reason
+        context["exporter_options"] = {name: getattr(a, "Options", None) for name, a in entries.items()}
+    return context

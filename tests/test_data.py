@@ -8,7 +8,7 @@ import pytest
 from harness_testutil import REPO, SST2_DIR, SST2_PRESENT, TOY_ROWS, write_tsv
 
 from harness.data.splits import find_local_split, load_split
-from harness.errors import DataNotFoundError
+from harness.errors import DataNotFoundError, HarnessError
 from harness.suite import TaskConfig
 
 
@@ -46,7 +46,7 @@ def test_missing_data_names_the_variable(tmp_path: Path, monkeypatch) -> None:
 def test_missing_column_is_reported(tmp_path: Path) -> None:
     write_tsv(tmp_path / "d" / "validation.tsv", [("fine", 1)])
     task = TaskConfig(local=str(tmp_path / "d"), source="local", text_column="text")
-    with pytest.raises(DataNotFoundError, match="no column 'text'"):
+    with pytest.raises(HarnessError, match="validation.tsv: no column 'text'"):  # found by the scan, before datasets
         load_split(task, "validation", None, tmp_path / "ds-cache")
 
 

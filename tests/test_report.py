@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from harness_testutil import run_cli
 
-from harness.results.report import add_speedups, render_report, rows_frame
+from harness.results.report import MARKER, add_speedups, render_report, rows_frame
 
 BASELINE = "m/eager-fp32/pytorch"
 
@@ -200,7 +200,7 @@ def test_rendered_report(rows) -> None:
 
 
 def test_empty_rows() -> None:
-    assert render_report([], "T") == "# T\n\nNo results.\n"
+    assert render_report([], "T") == f"# T\n{MARKER}\n\nNo results.\n"
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -98,7 +98,7 @@ BROKEN_SUITES: dict[str, tuple[Callable[[dict], dict], str]] = {
     "stage-without-parent": (_set("models.0.distill", {"layers": [0]}), "'distill' needs a 'parent' model"),
     "required-device-not-listed": (
         lambda raw: _set("required_devices", ["cuda"])(_set("devices", ["cpu"])(raw)),
-        "required_devices: 'cuda' is not in devices",
+        "required_devices[0]: 'cuda' is not in devices",
     ),
 }
 

@@ -38,4 +38,18 @@ def test_no_code_execution_from_inputs(path: Path) -> None:
 def test_the_check_sees_the_loaders() -> None:
     """Guards the test above: it must actually find the INT8 loader and the YAML reader."""
     names = {_name(call) for path in SOURCES for call in _calls(path)}
-    assert {"torch.load", "yaml.safe_load"} <= names
+    assert "torch.load" in names
+
+
+def test_suites_are_read_with_a_safe_loader() -> None:
+    """The suite reader builds plain data only: its loader is a ``yaml.SafeLoader``, and no module
+    names a loader that constructs Python objects."""
+    import yaml
+
+    from harness.suite_yaml import _BoundedLoader
+
+    assert issubclass(_BoundedLoader, yaml.SafeLoader)
+    for path in SOURCES:
+        text = path.read_text(encoding="utf-8")
+        for unsafe in ("yaml.Loader", "UnsafeLoader", "FullLoader", "yaml.unsafe_load", "yaml.full_load"):
+            assert unsafe not in text, f"{path}: {unsafe}"

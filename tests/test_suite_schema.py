@@ -71,10 +71,10 @@ KEYED_CASES = {
     "unknown-nested-key": ({"timing__warmups": 3}, "timing.warmups", "unknown key"),
     "wrong-type": ({"threads": "two"}, "threads", "valid integer"),
     "wrong-type-list": ({"backends": "pytorch"}, "backends", "valid list"),
-    "batch-size-zero": ({"shapes__batch_sizes": [1, 0]}, "shapes.batch_sizes[1]", "greater than 0 (got 0)"),
-    "rounds-negative": ({"timing__rounds": -1}, "timing.rounds", "greater than 0 (got -1)"),
-    "max-samples-zero": ({"task__max_samples": 0}, "task.max_samples", "greater than 0"),
-    "max-length-over-512": ({"max_length": 513}, "max_length", "less than or equal to 512 (got 513)"),
+    "batch-size-zero": ({"shapes__batch_sizes": [1, 0]}, "shapes.batch_sizes[1]", "must be at least 1 (got 0)"),
+    "rounds-negative": ({"timing__rounds": -1}, "timing.rounds", "must be at least 1 (got -1)"),
+    "max-samples-zero": ({"task__max_samples": 0}, "task.max_samples", "must be at least 1"),
+    "max-length-over-512": ({"max_length": 513}, "max_length", "must be at most 512 (got 513)"),
     "seq-len-over-512": ({"shapes__seq_lens": ["dynamic", 600]}, "shapes.seq_lens[1]", "(got 600)"),
     "max-below-min-passes": ({"timing__min_passes": 9}, "timing", "max_passes must be at least min_passes"),
     "misspelt-backend": (
@@ -105,8 +105,8 @@ KEYED_CASES = {
     ),
     "duplicate-exporter": (
         {"exporters": ["eager-fp32", "eager-fp32"]},
-        "(top level)",
-        "exporters: 'eager-fp32' appears twice",
+        "exporters[1].name",
+        "'eager-fp32' appears twice (first at [0]); give one a distinct label",
     ),
     "baseline-not-in-suite": ({"baseline": {"exporter": "ort-int8"}}, "baseline.exporter", "unknown exporter"),
     "bad-model-name": ({"models": [{"name": "a b", "source": "x"}]}, "models[0].name", "should match pattern"),
@@ -193,11 +193,13 @@ def test_valid_smoke_suite_validates_quickly() -> None:
     assert elapsed < 15, f"validate took {elapsed:.1f}s; it must not import torch or run anything"
 
 
-def test_validate_many_files_stops_at_first_bad(tmp_path: Path) -> None:
+def test_validate_many_files_checks_every_one(tmp_path: Path) -> None:
     good = write_suite(tmp_path, BASE, "good.yaml")
     bad = write_suite(tmp_path, suite_with(devices=["cpu", "gpu0"]), "bad.yaml")
-    proc = run_cli("validate", good, bad)
+    also_good = write_suite(tmp_path, BASE, "also-good.yaml")
+    proc = run_cli("validate", good, bad, also_good)
     assert proc.stdout.startswith(f"{good}: ok (suite 'schema-test'")
+    assert f"{also_good}: ok (suite 'schema-test'" in proc.stdout
     assert_one_line_error(proc, bad, "devices[1]", "unknown device 'gpu0'")
 
 

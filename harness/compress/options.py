@@ -1,30 +1,38 @@
 """Typed options of the model-pipeline stages.
 
-Kept free of torch so suite files validate instantly; the stage modules consume them.
+Kept free of torch so suite files validate instantly; the stage modules consume them. Strict like
+the rest of the suite: no booleans as numbers, no NaN or infinity, and every size bounded.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from harness.suite_rules import MAX_SEED, STRICT, duplicates, fail
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-PositiveInt = Annotated[int, Field(gt=0)]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+Epochs = Annotated[float, Field(gt=0, le=1000)]
+LearningRate = Annotated[float, Field(gt=0, le=1.0)]
+Temperature = Annotated[float, Field(gt=0, le=100)]
+BatchSize = Annotated[int, Field(ge=1, le=4096)]
+Samples = Annotated[int, Field(ge=1, le=10_000_000)]
+LayerIndex = Annotated[int, Field(ge=0, le=1023)]
 
 
 class StageOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
-    epochs: PositiveFloat = 1.0
-    learning_rate: PositiveFloat = 5e-5
-    batch_size: PositiveInt = 32
-    warmup_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.06
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.01
-    max_train_samples: PositiveInt | None = None
+    epochs: Epochs = 1.0
+    learning_rate: LearningRate = 5e-5
+    batch_size: BatchSize = 32
+    warmup_ratio: Share = 0.06
+    weight_decay: Share = 0.01
+    max_train_samples: Samples | None = None
     max_length: Annotated[int, Field(gt=0, le=512)] = 128
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     bf16: bool = False
     device: Literal["cpu", "cuda"] = "cpu"
 
@@ -34,19 +42,23 @@ class FinetuneOptions(StageOptions):
 
 
 class DistillOptions(StageOptions):
-    """A student made of chosen teacher layers, trained on the teacher's soft labels."""
+    """A student made of chosen teacher layers, trained on the teacher's soft labels.
 
-    layers: list[Annotated[int, Field(ge=0)]] = Field(default=[0, 2, 4], min_length=1)
-    temperature: PositiveFloat = 2.0
-    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
-    learning_rate: PositiveFloat = 1e-4
-    hidden_loss_weight: Annotated[float, Field(ge=0.0)] = 0.0
+    Whether the layers exist in the teacher is checked against its config before a run (preflight).
+    """
+
+    layers: list[LayerIndex] = Field(default=[0, 2, 4], min_length=1, max_length=128)
+    temperature: Temperature = 2.0
+    alpha: Share = 0.5
+    learning_rate: LearningRate = 1e-4
+    hidden_loss_weight: Annotated[float, Field(ge=0.0, le=1000)] = 0.0
 
     @field_validator("layers")
     @classmethod
-    def _increasing(cls, layers: list[int]) -> list[int]:
-        if layers != sorted(set(layers)):
-            raise ValueError("layers must be distinct and increasing")
+    def _distinct_and_increasing(cls, layers: list[int]) -> list[int]:
+        fail("layers", [((index,), text, value) for index, text, value in duplicates(layers)])
+        if layers != sorted(layers):
+            raise ValueError(f"layers must be in increasing order (as in the teacher), e.g. {sorted(layers)}")
         return layers
 
 
@@ -55,16 +67,22 @@ class PruneOptions(StageOptions):
 
     head_fraction: Fraction = 0.5
     ffn_fraction: Fraction = 0.5
-    importance_samples: PositiveInt = 2048
-    recovery_epochs: Annotated[float, Field(ge=0.0)] = 1.0
-    learning_rate: PositiveFloat = 1e-4
-    temperature: PositiveFloat = 2.0
-    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    importance_samples: Samples = 2048
+    recovery_epochs: Annotated[float, Field(ge=0.0, le=1000)] = 1.0
+    learning_rate: LearningRate = 1e-4
+    temperature: Temperature = 2.0
+    alpha: Share = 0.5
+
+    @model_validator(mode="after")
+    def _removes_something(self) -> PruneOptions:
+        if self.head_fraction == 0 and self.ffn_fraction == 0:
+            raise ValueError("head_fraction and ffn_fraction are both 0, so nothing would be pruned")
+        return self
 
 
 class MagnitudeOptions(BaseModel):
     """Unstructured global magnitude pruning: zeros in dense tensors (no speed-up on dense kernels)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
-    sparsity: Fraction = 0.5
+    sparsity: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5

@@ -11,10 +11,13 @@ import hashlib
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from harness.errors import DataNotFoundError
+from harness.data.tables import as_integer, scan_split_file, warn_if_one_class
+from harness.errors import DataNotFoundError, HarnessError, quote
 from harness.suite import TaskConfig
 
 DATA_PATH_VARIABLE = "HARNESS_DATA_PATH"
@@ -62,33 +65,83 @@ def find_local_split(task: TaskConfig, split: str) -> Path | None:
     for folder in candidates:
         for suffix in LOCAL_FORMATS:
             path = folder / f"{split}{suffix}"
-            if path.is_file():
+            if _is_file(path):
                 return path
     return None
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for names the OS refuses (too long, NUL bytes) instead of raising."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def load_split(
     task: TaskConfig, split: str, max_samples: int | None = None, cache_dir: Path | None = None
 ) -> TextSplit:
-    """Load one split as texts and integer labels, trying the hub first only when it is reachable."""
+    """Load one split as texts and integer labels, trying the hub first only when it is reachable.
+
+    A local file is scanned row by row first, so a bad row is reported with its line number; any
+    other failure of ``datasets`` (or pyarrow, pandas) below is still one line naming the file.
+    """
     use_hub = task.dataset is not None and task.source != "local" and (task.source == "hub" or hub_reachable())
     if use_hub:
-        dataset = _load_hub(task, split, cache_dir)
-        origin = f"hub:{task.dataset}" + (f"/{task.dataset_config}" if task.dataset_config else "")
+        origin = file = f"hub:{task.dataset}" + (f"/{task.dataset_config}" if task.dataset_config else "")
+        dataset = _guarded(file, lambda: _load_hub(task, split, cache_dir))
     else:
         path = find_local_split(task, split) if task.source != "hub" else None
         if path is None:
             raise DataNotFoundError(_not_found_message(task, split))
-        dataset = _load_local(path, cache_dir)
-        origin = f"local:{path}"
+        if not scan_split_file(path, task.text_column, task.label_column).labels:
+            raise DataNotFoundError(f"{path}: the {split} split has a header but no rows")
+        origin, file = f"local:{path}", str(path)  # messages start with the file itself
+        dataset = _guarded(file, lambda: _load_local(path, cache_dir))
     for column in (task.text_column, task.label_column):
         if column not in dataset.column_names:
             raise DataNotFoundError(f"{origin}: no column '{column}' (columns: {', '.join(dataset.column_names)})")
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
+    if len(dataset) == 0:
+        raise DataNotFoundError(f"{file}: the {split} split has no rows")
     texts = [str(t).strip() for t in dataset[task.text_column]]
-    labels = [int(label) for label in dataset[task.label_column]]
+    labels = _integer_labels(file, task.label_column, dataset[task.label_column])
+    warn_if_one_class(file, split, labels)
     return TextSplit(texts, labels, origin)
+
+
+def _guarded(origin: str, load: Callable[[], Any]) -> Any:
+    """``load()``, with any failure of the libraries below turned into one line naming ``origin``."""
+    try:
+        return load()
+    except HarnessError:
+        raise
+    except Exception as error:  # datasets, pyarrow and pandas raise many unrelated types
+        cause = _root_cause(error)
+        lines = str(cause).strip().splitlines()
+        detail = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+        raise DataNotFoundError(f"{origin}: cannot be loaded ({detail})") from None
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain: datasets wraps the parser error that says what is wrong."""
+    for _ in range(20):  # chains can be cyclic
+        inner = error.__cause__ or error.__context__
+        if inner is None:
+            break
+        error = inner
+    return error
+
+
+def _integer_labels(origin: str, column: str, values: list[Any]) -> list[int]:
+    labels = []
+    for row, value in enumerate(values, start=1):
+        label = as_integer(value)
+        if label is None:
+            raise DataNotFoundError(f"{origin}: row {row}: label {quote(value)} in column '{column}' is not an integer")
+        labels.append(label)
+    return labels
 
 
 def _load_hub(task: TaskConfig, split: str, cache_dir: Path | None):  # noqa: ANN202 (datasets type)

@@ -50,6 +50,9 @@ def run_isolated(job: VariantJob, timeout_s: float, preload: Sequence[str] = ())
 
 
 def _child_main(job: VariantJob, sender: Connection) -> None:
+    from harness.quiet import quiet_third_party_warnings
+
+    quiet_third_party_warnings()  # the fork server started fresh: the CLI's filters are not here
     sender.send(execute_variant(job))
     sender.close()
 

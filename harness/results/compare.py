@@ -8,6 +8,7 @@ a change of everything at once (the whole machine, or the baseline itself) shows
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,12 +35,17 @@ BASELINE_NOTE = (
 MIX = (("env_fingerprint", "environments"), ("suite_hash", "suites"), ("git_commit", "code versions"))
 
 
-def check_options(threshold: float, alpha: float, normalize: str = "baseline") -> None:
-    """Raise ``InputError`` (exit 2) for a threshold that is not positive or an alpha outside (0, 1)."""
-    if not threshold > 0:
-        raise InputError(f"--threshold must be positive (got {threshold})")
+def check_options(
+    threshold: float, alpha: float, normalize: str = "baseline", drift_allowance: float = DRIFT_ALLOWANCE
+) -> None:
+    """Raise ``InputError`` (exit 2) for a threshold that is not a positive finite number, an alpha
+    outside (0, 1), a drift allowance that is negative or not finite, or an unknown normalization."""
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise InputError(f"--threshold must be a positive finite number (got {threshold})")
     if not 0 < alpha < 1:
         raise InputError(f"--alpha must be between 0 and 1 (got {alpha})")
+    if not (math.isfinite(drift_allowance) and drift_allowance >= 0):
+        raise InputError(f"--drift-allowance must be a finite number >= 0 (got {drift_allowance})")
     if normalize not in NORMALIZE:
         raise InputError(f"--normalize must be one of {', '.join(NORMALIZE)} (got {normalize})")
 
@@ -97,7 +103,7 @@ def compare_rows(
     also carries the whole machine's drift between the runs: it counts as changed only beyond
     ``drift_allowance`` (a uniform 30% slowdown is caught, a machine 10% slower than last time is not).
     """
-    check_options(threshold, alpha, normalize)
+    check_options(threshold, alpha, normalize, drift_allowance)
     old_cells, new_cells = _ok_cells(old), _ok_cells(new)
     old_index, new_index = _run_index(old_cells), _run_index(new_cells)
     keys = sorted(old_cells.keys() & new_cells.keys(), key=str)

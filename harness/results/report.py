@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.environment import machine_label
+from harness.errors import one_line
 from harness.results.summary import add_speedups, interval, rows_frame, summary_table
+
+# the second line of every report: what ``report -o`` and ``run`` look for before writing over a file
+MARKER = "<!-- harness report: written by `python -m harness`, safe to overwrite -->"
+TITLE_LIMIT = 200
 
 VARIANT = ["model", "exporter", "backend"]
 SPEED_COLUMNS = {
@@ -62,20 +68,29 @@ BUSY_MARGIN = 0.5
 ENV_FIELDS = ("host", "cpu", "isa", "cores", "threads", "load_avg_1m", "gpu", "os", "python", "git_commit")
 
 
+def report_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The rows as the report and its figures use them (speedups included), computed once for both."""
+    return add_speedups(rows_frame(rows))
+
+
 def render_report(
-    rows: Sequence[Mapping[str, Any]], title: str = "Benchmark report", figures: Mapping[str, str] | None = None
+    rows: Sequence[Mapping[str, Any]] | pd.DataFrame,
+    title: str = "Benchmark report",
+    figures: Mapping[str, str] | None = None,
 ) -> str:
-    """The whole report; ``figures`` maps a caption to an image path relative to the report."""
-    if not rows:
-        return f"# {title}\n\nNo results.\n"
-    frame = add_speedups(rows_frame(rows))
+    """The whole report, from rows or their ``report_frame``; ``figures`` maps a caption to an image path
+    relative to the report."""
+    heading = f"# {one_line(title, TITLE_LIMIT)}\n{MARKER}"
+    if len(rows) == 0:
+        return f"{heading}\n\nNo results.\n"
+    frame = rows if isinstance(rows, pd.DataFrame) else report_frame(rows)
     several_machines = frame["hardware"].nunique() > 1
-    parts = [f"# {title}", "## Summary\n\n" + summary_table(frame) + "\n\n" + SUMMARY_NOTE, _runs(frame)]
+    parts = [heading, "## Summary\n\n" + summary_table(frame) + "\n\n" + SUMMARY_NOTE, _runs(frame)]
     parts.append(_lineage(frame))
     for caption, path in (figures or {}).items():
         parts.append(f"![{caption}]({path})")
     for device, group in frame.groupby("device", sort=False):
-        parts.append(f"## {device}")
+        parts.append(f"## {one_line(str(device), TITLE_LIMIT)}")
         ok = group[group["status"] == "ok"]
         if not ok.empty:
             parts.append("### Accuracy\n\n" + _accuracy_table(ok, several_machines))
@@ -97,9 +112,9 @@ SUMMARY_NOTE = (
 
 
 def _runs(frame: pd.DataFrame) -> str:
-    runs = pd.DataFrame(list(frame["run"])).drop_duplicates(subset=["run_id"])
+    runs = {run.get("run_id"): run for run in frame["run"]}
     lines = ["## Runs", "", "| suite | suite hash | run | started | baseline | eval set |", "|---|---|---|---|---|---|"]
-    for run in runs.to_dict("records"):
+    for run in runs.values():
         lines.append(
             f"| {run.get('suite')} | `{run.get('suite_hash')}` | `{run.get('run_id')}` | {run.get('started')} "
             f"| {run.get('baseline')} | {run.get('eval_origin', '')} |"
@@ -149,9 +164,46 @@ def _speed_table(ok: pd.DataFrame, with_hardware: bool) -> str:
 
 
 def _markdown(table: pd.DataFrame, columns: Mapping[str, str], with_hardware: bool) -> str:
+    """A pipe table, numbers in ``.4g``, missing values as a dash. Formatted column by column: tabulate
+    takes seconds per ten thousand rows, and these tables have a row per cell."""
     names = [c for c in columns if c in table and (with_hardware or c != "hardware")]
-    shown = table[names].astype(object).where(table[names].notna(), None)  # tabulate marks only None
-    return shown.rename(columns=columns).to_markdown(index=False, floatfmt=".4g", missingval="—")
+    cells = [_cells(table[name]) for name in names]
+    numeric = [pd.api.types.is_numeric_dtype(table[name]) for name in names]
+    headers = [columns[name] for name in names]
+    widths = [max(len(h), *(len(c) for c in column), 3) for h, column in zip(headers, cells)]
+    align = [(str.rjust if right else str.ljust) for right in numeric]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"]
+    lines.append(
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if right else (":" + "-" * (w + 1)) for w, right in zip(widths, numeric))
+        + "|"
+    )
+    for row in zip(*cells):
+        lines.append("| " + " | ".join(pad(c, w) for c, w, pad in zip(row, widths, align)) + " |")
+    return "\n".join(lines)
+
+
+def _cells(column: pd.Series) -> list[str]:
+    if pd.api.types.is_float_dtype(column):
+        return ["—" if value != value else format(value, ".4g") for value in column.tolist()]  # NaN != NaN
+    shown: dict[Any, str] = {}  # text columns repeat a few names many times
+    cells = []
+    for value in column.tolist():
+        try:
+            text = shown[value]
+        except KeyError:
+            text = shown[value] = _cell(value)
+        except TypeError:  # unhashable
+            text = _cell(value)
+        cells.append(text)
+    return cells
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "—"
+    text = format(value, ".4g") if isinstance(value, float) else str(value)
+    return one_line(text, 200).replace("|", "\\|")  # a pipe in a name would split the cell
 
 
 def _speedup(value: float, low: float, high: float) -> str | None:
@@ -178,8 +230,14 @@ def _reason_table(others: pd.DataFrame) -> str:
 def _warnings(frame: pd.DataFrame) -> str:
     if "warnings" not in frame:
         return ""
+    # only the rows with something to say become dicts: a report can have 100,000 rows
+    loads = frame["load_avg_1m"] if "load_avg_1m" in frame else [None] * len(frame)
+    flagged = [
+        isinstance(listed, list) and bool(listed) or _busy_load(load, run)
+        for listed, load, run in zip(frame["warnings"], loads, frame["run"])
+    ]
     lines = []
-    for row in frame.to_dict("records"):
+    for row in frame[flagged].to_dict("records"):
         found = [*(row["warnings"] if isinstance(row["warnings"], list) else []), *_busy(row)]
         if found:
             lines.append(f"- {row['model']}/{row['exporter']}/{row['backend']} {row['device']} "
@@ -187,24 +245,27 @@ def _warnings(frame: pd.DataFrame) -> str:
     return "\n".join(["## Measurement warnings", "", *lines]) if lines else ""
 
 
-def _busy(row: Mapping[str, Any]) -> list[str]:
+def _busy_load(loads: Any, run: Mapping[str, Any]) -> bool:
     """The cells themselves keep the 1-minute load average near the suite's thread count; more than
     half a thread above it means something else was running beside them."""
-    loads = row.get("load_avg_1m")
-    env = row["run"].get("env", {})
-    threads = env.get("threads") or 0
-    if not isinstance(loads, list) or not loads or not threads or max(loads) <= threads + BUSY_MARGIN:
+    threads = (run.get("env") or {}).get("threads") or 0
+    return isinstance(loads, list) and bool(loads) and bool(threads) and max(loads) > threads + BUSY_MARGIN
+
+
+def _busy(row: Mapping[str, Any]) -> list[str]:
+    loads, env = row.get("load_avg_1m"), row["run"].get("env") or {}
+    if not _busy_load(loads, row["run"]):
         return []
-    return [f"machine busy: 1-minute load average up to {max(loads):.2f} with {threads} benchmark threads "
-            f"on {env.get('cores')} cores"]  # fmt: skip
+    return [f"machine busy: 1-minute load average up to {max(loads):.2f} with {env.get('threads')} benchmark "
+            f"threads on {env.get('cores')} cores"]  # fmt: skip
 
 
 def _environment(frame: pd.DataFrame) -> str:
     envs: dict[str, dict[str, Any]] = {}
     peaks: dict[str, Any] = {}
-    for run in frame["run"]:
-        label = machine_label(run.get("env", {}))
-        envs.setdefault(label, run.get("env", {}))
+    for run in {run.get("run_id"): run for run in frame["run"]}.values():
+        label = machine_label(run.get("env") or {})
+        envs.setdefault(label, run.get("env") or {})
         peaks.setdefault(label, run.get("machine_peak") or {})
     lines = ["## Environment"]
     for label, env in envs.items():
@@ -212,11 +273,11 @@ def _environment(frame: pd.DataFrame) -> str:
         lines.append("| field | value |\n|---|---|")
         for name in ENV_FIELDS:
             value = env.get(name)
-            lines.append(f"| {name} | {', '.join(value) if isinstance(value, list) else value} |")
+            lines.append(f"| {name} | {', '.join(map(str, value)) if isinstance(value, list) else value} |")
         for precision, peak in peaks[label].items():
-            if isinstance(peak, dict) and peak.get("gflops"):
+            if isinstance(peak, dict) and isinstance(peak.get("gflops"), int | float) and peak["gflops"]:
                 lines.append(f"| {precision} peak (GFLOP/s) | {peak['gflops']:.1f} ({peak.get('source')}) |")
-        for package, version in sorted(env.get("versions", {}).items()):
+        for package, version in sorted((env.get("versions") or {}).items()):
             lines.append(f"| {package} | {version or 'not installed'} |")
         lines.append("")
     return "\n".join(lines)
@@ -256,11 +317,19 @@ def _notes(frame: pd.DataFrame) -> str:
         "above the process's own baseline after importing its runtime; process peak RSS includes the runtime's "
         "libraries.",
     ]
-    busy = [r for r in frame["run"] if r.get("env", {}).get("load_avg_1m", 0) > (r["env"].get("cores") or 1)]
+    envs = [run.get("env") or {} for run in {run.get("run_id"): run for run in frame["run"]}.values()]
+    busy = [env for env in envs if (env.get("load_avg_1m") or 0) > (env.get("cores") or 1)]
     if busy:
         notes.append(
             "- **Warning:** the machine was busy when a run started (1-minute load average "
-            f"{busy[0]['env']['load_avg_1m']} on {busy[0]['env'].get('cores')} cores); other processes "
+            f"{busy[0]['load_avg_1m']} on {busy[0].get('cores')} cores); other processes "
             "compete for the cores and multi-threaded timings can be far slower than on an idle machine."
+        )
+    computed, paired = frame.attrs.get("speedup_intervals", (0, 0))
+    if computed < paired:
+        notes.append(
+            f"- Speedup intervals were bootstrapped for {computed} of the {paired} cells with per-round data "
+            "(the summary's cells first): at a few milliseconds each, more would make this report too slow. "
+            "The others show the point estimate."
         )
     return "\n".join(notes)

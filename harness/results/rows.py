@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from collections.abc import Iterable
+import stat
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import InputError, one_line, quote
+
+log = logging.getLogger(__name__)
+# a results file is about 1 KB a cell (a few KB with per-input timings): far below these
+MAX_RESULTS_BYTES = 2 * 2**30
+MAX_LINE_BYTES = 64 * 2**20
+JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+REQUIRED = (
+    *((name, (str,), "a name") for name in ("model", "exporter", "backend", "device")),
+    ("batch_size", (int,), "an integer"),
+    ("seq_len", (int, str), "an integer or a name"),
+    ("status", (str,), "a name"),
+)
 
 CELL_FIELDS = (
     "model",
@@ -143,23 +157,115 @@ class ResultsWriter:
 
 
 def read_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """All rows of several results files; a torn final line (from a killed writer) is skipped."""
+    """The well-formed rows of several results files (a resumed run reads its own file this way).
+
+    Each row is tagged with ``source_file`` and ``source_line``. A results file comes from another
+    machine or a killed writer, so a bad line never stops the reader: it is skipped, and each file
+    with skipped lines gets one warning that counts them and names the first. A file that is not a
+    readable regular file of at most ``MAX_RESULTS_BYTES`` is an ``InputError``.
+    """
+    return [row for path in paths for row in read_results_file(Path(path), check_values=False, required=False)]
+
+
+def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """``read_rows`` for ``report`` and ``compare``: rows whose numbers cannot be right (see
+    ``harness.results.checks``) are skipped too, and a file without a usable row is an ``InputError``."""
+    return [row for path in paths for row in read_results_file(Path(path))]
+
+
+def read_results_file(path: Path, check_values: bool = True, required: bool = True) -> list[dict[str, Any]]:
+    from harness.results.checks import row_problem
+
+    _check_file(path)
     rows: list[dict[str, Any]] = []
-    for path in paths:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                if number == len(lines):
-                    continue
-                raise HarnessError(f"{path}:{number}: not a JSON row ({error.msg})") from None
-            row.setdefault("run", {})
-            row["source_file"] = str(path)
-            rows.append(row)
+    skipped, total, first, torn = 0, 0, "", ""
+    for number, raw, complete in _raw_lines(path):
+        if raw is not None and not raw.strip():
+            continue
+        problem, row = _parse_line(raw, number)
+        if row is not None and not problem and check_values:
+            problem = row_problem(row)
+        if problem and row is None and not complete:
+            torn = f"line {number}: {problem}, and the file ends there"  # a killed writer's last line: expected
+            continue
+        total += 1
+        if problem:
+            skipped += 1
+            first = first or f"line {number}: {problem}"
+            continue
+        row["source_file"], row["source_line"] = str(path), number
+        rows.append(row)
+    if not rows and required:
+        raise InputError(f"{one_line(str(path))}: no result rows ({first or torn or 'the file is empty'})")
+    if skipped:
+        log.warning(one_line(f"warning: {path}: skipped {skipped} of {total} lines (first: {first})"))
     return rows
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, before reading a byte, what is missing, not a regular file (a FIFO, /dev/zero) or too big."""
+    name = one_line(str(path))
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such results file") from None
+    except OSError as error:
+        raise InputError(f"{name}: cannot be read: {error.strerror or error}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{name}: not a regular file")
+    if info.st_size > MAX_RESULTS_BYTES:
+        raise InputError(f"{name}: {info.st_size} bytes, more than the {MAX_RESULTS_BYTES} a results file may have")
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes | None, bool]]:
+    """``(line number, bytes or None when too long, ended by a newline)``, streamed."""
+    try:
+        with path.open("rb") as stream:
+            number = 0
+            while raw := stream.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(raw) <= MAX_LINE_BYTES or raw.endswith(b"\n"):
+                    yield number, raw, raw.endswith(b"\n")
+                    continue
+                while raw and not raw.endswith(b"\n"):  # skip the rest of an oversized line
+                    raw = stream.readline(MAX_LINE_BYTES)
+                yield number, None, raw.endswith(b"\n")
+    except OSError as error:
+        raise InputError(f"{one_line(str(path))}: cannot be read: {error.strerror or error}") from None
+
+
+def _parse_line(raw: bytes | None, number: int) -> tuple[str, dict[str, Any] | None]:
+    """``(problem, row)``: an empty problem and the row when the line is a well-formed result row."""
+    if raw is None:
+        return f"longer than {MAX_LINE_BYTES} bytes", None
+    try:
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as error:
+        return f"not UTF-8 text (byte {quote(raw[error.start : error.start + 1])} at column {error.start + 1})", None
+    try:
+        row = json.loads(text)
+    except RecursionError:
+        return "JSON nested too deeply", None
+    except ValueError as error:  # JSONDecodeError, or an integer of thousands of digits
+        where = f"column {error.colno}: " if isinstance(error, json.JSONDecodeError) else ""
+        return f"not valid JSON ({where}{getattr(error, 'msg', str(error))})", None
+    if not isinstance(row, dict):
+        return f"not a JSON object ({JSON_TYPES.get(type(row), 'null')})", None
+    return _field_problem(row), row
+
+
+def _field_problem(row: dict[str, Any]) -> str:
+    """What makes ``row`` unusable as a cell: a required field missing or of the wrong type."""
+    for name, kinds, expected in REQUIRED:
+        value = row.get(name)
+        if type(value) not in kinds or value == "":  # exact types: a boolean is not an integer
+            missing = name not in row
+            return f"field {name!r} is " + ("missing" if missing else f"{quote(value)}, expected {expected}")
+    if row.setdefault("run", {}) is None:
+        row["run"] = {}
+    if type(row["run"]) is not dict:
+        return f"field 'run' is {quote(row['run'])}, expected an object"
+    return ""
 
 
 def cell_key(row: Any) -> tuple[str, ...]:
