@@ -59,3 +59,62 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240)
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# Names the harness looks up on its way (adapter packages, libraries it imports): a module under
+# each, planted in the working directory, writes a marker if anything imports it.
+PLANTED_NAMES = ("backends", "exporters", "harness_plugins", "yaml", "pydantic", "numpy", "pandas", "matplotlib")
+
+
+def run_cli_guarded(*args: Any, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``run_cli`` from a working directory planted with marker modules, for hostile inputs.
+
+    Asserts that no planted module ran, and that a command which failed wrote nothing: the folders
+    holding its path arguments (under the temp dir) are the same before and after.
+    """
+    import shutil
+    import tempfile
+
+    planted = Path(tempfile.mkdtemp(prefix="harness-cwd-"))
+    markers = planted / "markers"
+    markers.mkdir()
+    for name in PLANTED_NAMES:
+        (planted / f"{name}.py").write_text(f"open({str(markers / name)!r}, 'w').write('ran')\n", encoding="utf-8")
+    roots = _watched_roots(args)
+    before = {root: _tree(root) for root in roots}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness", *map(str, args)],
+            cwd=planted,
+            env=env or cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert sorted(p.name for p in markers.iterdir()) == [], f"planted modules ran: {proc.stderr}"
+        assert sorted(p.name for p in planted.iterdir()) == sorted(["markers", *(f"{n}.py" for n in PLANTED_NAMES)])
+        if proc.returncode != 0:
+            for root in roots:
+                assert _tree(root) == before[root], f"a failed command wrote under {root}"
+        return proc
+    finally:
+        shutil.rmtree(planted, ignore_errors=True)
+
+
+def _watched_roots(args: tuple[Any, ...]) -> list[Path]:
+    import tempfile
+
+    temp = Path(tempfile.gettempdir()).resolve()
+    roots = set()
+    for arg in args:
+        path = Path(str(arg))
+        if path.is_absolute() and temp in path.resolve().parents:
+            folder = path if path.is_dir() else path.parent
+            while not folder.exists():
+                folder = folder.parent
+            roots.add(folder)
+    return sorted(roots)
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.is_dir() else set()

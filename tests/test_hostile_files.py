@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness_testutil import REPO, TOY_ROWS, cli_env, run_cli, write_tsv
+from harness_testutil import REPO, TOY_ROWS, cli_env, write_tsv
+from harness_testutil import run_cli_guarded as run_cli
 
 from harness.data.splits import load_split
 from harness.errors import HarnessError

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from harness_testutil import run_cli
+from harness_testutil import run_cli_guarded as run_cli
 from test_report import row, run_info
 
 PNG_HEIGHT_LIMIT = 4000

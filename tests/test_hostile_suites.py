@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
-from harness_testutil import REPO, TOY_ROWS, run_cli, write_tsv
+from harness_testutil import REPO, TOY_ROWS, write_tsv
+from harness_testutil import run_cli_guarded as run_cli
 
 from harness.errors import SuiteError, SuiteErrors
 from harness.registry import backends, exporters
