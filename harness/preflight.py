@@ -169,7 +169,7 @@ def _scan_split(task: TaskConfig, file: str, split: str, key: str) -> SplitScan:
     if path is None:
         raise SuiteError(file, "task.local" if key == "task.split" else key, _missing_split(task, split))
     try:
-        scan = scan_split_file(path, task.text_column, task.label_column)
+        scan = scan_split_file(path, task.text_column, task.label_column, task.label_map)
     except MissingColumnError as error:
         column_key = "task.text_column" if error.column == task.text_column else "task.label_column"
         raise SuiteError(file, column_key, str(error)) from None

@@ -95,6 +95,10 @@ class Strict(BaseModel):
     model_config = STRICT
 
 
+ClassId = Annotated[int, Field(ge=0, le=100_000)]
+LATER_OPTIONAL_KEYS = ("label_map",)
+
+
 class TaskConfig(Strict):
     """Where the eval (and train) sentences come from."""
 
@@ -107,6 +111,8 @@ class TaskConfig(Strict):
     text_column: Text = "sentence"
     label_column: Text = "label"
     max_samples: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    # string labels in the data ("positive") as class ids; integer labels need none
+    label_map: Annotated[dict[Text, ClassId], Field(min_length=1, max_length=1000)] | None = None
 
     @model_validator(mode="after")
     def _needs_a_source(self) -> TaskConfig:
@@ -327,7 +333,11 @@ class Suite(Strict):
 
     def content_hash(self) -> str:
         """Stable hash of the validated content, independent of key order and comments."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        content = self.model_dump(mode="json")
+        for key in LATER_OPTIONAL_KEYS:  # absent, a key added later leaves older suites' hashes as they were
+            if content["task"].get(key) is None:
+                content["task"].pop(key, None)
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

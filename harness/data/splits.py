@@ -11,12 +11,12 @@ import hashlib
 import os
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.data.tables import as_integer, scan_split_file, warn_if_one_class
+from harness.data.tables import class_id, scan_split_file, unmapped, warn_if_one_class
 from harness.errors import DataNotFoundError, HarnessError, quote
 from harness.suite import TaskConfig
 
@@ -94,7 +94,7 @@ def load_split(
         path = find_local_split(task, split) if task.source != "hub" else None
         if path is None:
             raise DataNotFoundError(_not_found_message(task, split))
-        if not scan_split_file(path, task.text_column, task.label_column).labels:
+        if not scan_split_file(path, task.text_column, task.label_column, task.label_map).labels:
             raise DataNotFoundError(f"{path}: the {split} split has a header but no rows")
         origin, file = f"local:{path}", str(path)  # messages start with the file itself
         dataset = _guarded(file, lambda: _load_local(path, cache_dir))
@@ -106,7 +106,7 @@ def load_split(
     if len(dataset) == 0:
         raise DataNotFoundError(f"{file}: the {split} split has no rows")
     texts = [str(t).strip() for t in dataset[task.text_column]]
-    labels = _integer_labels(file, task.label_column, dataset[task.label_column])
+    labels = _class_ids(file, task.label_column, dataset[task.label_column], task.label_map)
     warn_if_one_class(file, split, labels)
     return TextSplit(texts, labels, origin)
 
@@ -134,12 +134,13 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
-def _integer_labels(origin: str, column: str, values: list[Any]) -> list[int]:
+def _class_ids(origin: str, column: str, values: list[Any], label_map: Mapping[str, int] | None) -> list[int]:
     labels = []
     for row, value in enumerate(values, start=1):
-        label = as_integer(value)
+        label = class_id(value, label_map)
         if label is None:
-            raise DataNotFoundError(f"{origin}: row {row}: label {quote(value)} in column '{column}' is not an integer")
+            problem = f"label {quote(value)} in column '{column}' {unmapped(label_map)}"
+            raise DataNotFoundError(f"{origin}: row {row}: {problem}")
         labels.append(label)
     return labels
 

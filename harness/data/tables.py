@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from harness.errors import quote
 from harness.readers import FileFormatError, iter_lines, json_type, read_json
 
 log = logging.getLogger("harness")
+LabelMap = Mapping[str, int] | None
 _INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
 _warned: set[tuple[str, str]] = set()
 MAX_JSON_ARRAY_BYTES = 2**30  # a whole-array .json file is parsed at once
@@ -41,7 +42,7 @@ class SplitScan:
     labels: list[int]  # in file order, one per row
 
 
-def scan_split_file(path: Path, text_column: str, label_column: str) -> SplitScan:
+def scan_split_file(path: Path, text_column: str, label_column: str, label_map: LabelMap = None) -> SplitScan:
     """Check every row of a local split file; the first problem raises ``FileFormatError``."""
     if path.suffix == ".tsv" or path.suffix == ".csv":
         rows = _delimited_rows(path)
@@ -58,7 +59,7 @@ def scan_split_file(path: Path, text_column: str, label_column: str) -> SplitSca
                     raise MissingColumnError(path, column, columns)
             continue
         _check_text(path, where, row, text_column)
-        labels.append(_label(path, where, row, label_column))
+        labels.append(_label(path, where, row, label_column, label_map))
     return SplitScan(path, columns, labels)
 
 
@@ -165,11 +166,24 @@ def _check_text(path: Path, where: str, row: dict[str, Any], column: str) -> Non
         raise FileFormatError(path, where, f"the text {quote(column)} must be a string, got {json_type(text)}")
 
 
-def _label(path: Path, where: str, row: dict[str, Any], column: str) -> int:
+def _label(path: Path, where: str, row: dict[str, Any], column: str, label_map: LabelMap) -> int:
     value = row.get(column)
     if value is None:
         raise FileFormatError(path, where, f"no value for the label column {quote(column)}")
-    label = as_integer(value)
+    label = class_id(value, label_map)
     if label is not None:
         return label
-    raise FileFormatError(path, where, f"label {quote(value)} in column {quote(column)} is not an integer")
+    raise FileFormatError(path, where, f"label {quote(value)} in column {quote(column)} {unmapped(label_map)}")
+
+
+def class_id(value: object, label_map: LabelMap) -> int | None:
+    """A label as a class id: an integer, or a string the suite's ``task.label_map`` names."""
+    if label_map and isinstance(value, str) and value in label_map:
+        return label_map[value]
+    return as_integer(value)
+
+
+def unmapped(label_map: LabelMap) -> str:
+    if not label_map:
+        return "is not an integer (declare string labels in task.label_map)"
+    return f"is neither an integer nor in task.label_map ({quote(sorted(label_map), limit=60)})"
