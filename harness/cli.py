@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
-from harness.errors import EXIT_BAD_INPUT, EXIT_REGRESSION, HarnessError, one_line
+from harness.errors import EXIT_BAD_INPUT, EXIT_REGRESSION, HarnessError, SuiteErrors, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as error:
         if args.debug:
             traceback.print_exc()
-        for line in str(error).splitlines() or [type(error).__name__]:
-            print(f"error: {one_line(line)}", file=sys.stderr)
+        problems = error.problems if isinstance(error, SuiteErrors) else [error]
+        for problem in problems:
+            print(f"error: {one_line(str(problem) or type(problem).__name__)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("interrupted: rows already written are kept", file=sys.stderr)
@@ -102,7 +103,7 @@ def _registries():  # noqa: ANN202
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from harness.errors import EXIT_BAD_INPUT, SuiteErrors
+    from harness.data.splits import hub_reachable
     from harness.preflight import preflight
     from harness.run.plan import count_cells
     from harness.suite import load_suite
@@ -113,7 +114,8 @@ def _validate(args: argparse.Namespace) -> int:
         file = str(path)
         try:
             suite = load_suite(path, exporters, backends)
-            preflight(suite, file, registries=(exporters, backends))
+            reachable = suite.task.source != "local" and hub_reachable()
+            preflight(suite, file, reachable, registries=(exporters, backends))
             cells = count_cells(suite, exporters, backends)
         except HarnessError as error:
             if args.debug:
@@ -172,7 +174,8 @@ def _run(args: argparse.Namespace) -> int:
     _write_report(rows, report_path, f"{suite.name}: benchmark report", [results_path])
     ok = sum(r["status"] == "ok" for r in rows)
     failed = sum(r["status"] in ("error", "timeout") for r in rows)
-    print(f"{len(rows)} cells ({ok} ok, {failed} failed) -> {results_path}\nreport -> {report_path}")
+    print(f"{len(rows)} cells ({ok} ok, {failed} failed) -> {one_line(str(results_path))}")
+    print(f"report -> {one_line(str(report_path))}")
     return EXIT_REGRESSION if failed else 0
 
 
@@ -214,7 +217,7 @@ def _report(args: argparse.Namespace) -> int:
     check_report_target(args.output, args.results)
     rows = load_results(args.results)
     _write_report(rows, args.output, args.title, args.results)
-    print(f"{len(rows)} rows -> {args.output}")
+    print(f"{len(rows)} rows -> {one_line(str(args.output))}")
     return 0
 
 

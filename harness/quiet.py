@@ -22,9 +22,6 @@ def quiet_third_party_warnings(show: bool = False) -> None:
         os.environ[SHOW_VARIABLE] = "1"
     if os.environ.get(SHOW_VARIABLE):
         return
-    # transformers logs its deprecations (`torch_dtype` is deprecated!) through its own logger, which
-    # reads this when it is first imported; a user's own setting wins
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for message in NOISY_MESSAGES:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
     for category in NOISY_CATEGORIES:

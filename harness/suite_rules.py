@@ -156,6 +156,7 @@ def message(error: dict[str, Any]) -> str:
     else:
         text = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
-    if kind not in ("model_type", "dict_type") and isinstance(value, str | int | float):
+    shown = isinstance(value, str | int | float) and quote(value) in text  # e.g. "unknown exporter 'x'"
+    if kind not in ("model_type", "dict_type") and isinstance(value, str | int | float) and not shown:
         text += f" (got {quote(value)})"
     return one_line(text)

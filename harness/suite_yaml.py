@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ def read_yaml(path: Path, file: str) -> Any:
             raise SuiteError(file, where, error.problem) from None
         problem = ", ".join(part for part in (error.context, error.problem) if part) or "unreadable"
         raise SuiteError(file, where, f"malformed YAML: {one_line(problem)}") from None
+    except (ValueError, OverflowError) as error:  # a scalar the safe constructor cannot build
+        raise SuiteError(file, "", f"malformed YAML: a value cannot be read ({one_line(str(error))})") from None
     except yaml.reader.ReaderError as error:  # a character YAML does not allow
         line = text[: error.position].count("\n") + 1
         character = quote(chr(error.character)) if isinstance(error.character, int) else "a character"
@@ -106,7 +109,17 @@ def _read_at_most(fd: int, limit: int) -> bytes:
 
 class _BoundedLoader(yaml.SafeLoader):
     """``SafeLoader`` that measures every node as it is composed: its size once aliases are expanded
-    (an alias counts its whole target again each time it is used) and its depth."""
+    (an alias counts its whole target again each time it is used) and its depth.
+
+    Two YAML 1.1 quirks are fixed the YAML 1.2 way: ``5e-5`` is a float (1.1 wants ``5.0e-5`` and
+    reads the rest as text, which the strict schema then refuses), and dates stay text (a suite has
+    none, and ``2001-13-45`` would fail inside the constructor).
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -193,3 +206,8 @@ def _refuse_long_numeral(node: ScalarNode) -> None:
 
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
 _BoundedLoader.add_constructor("tag:yaml.org,2002:float", _BoundedLoader.construct_yaml_float)
+
+
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)

@@ -414,20 +414,3 @@ def test_third_party_deprecations_are_quiet_unless_debug(monkeypatch) -> None:
     monkeypatch.delenv(SHOW_VARIABLE, raising=False)
     assert typed_storage_warnings(show=False) == []
     assert len(typed_storage_warnings(show=True)) == 1  # --debug
-
-
-@pytest.mark.parametrize("show", [False, True], ids=["quiet", "debug"])
-def test_transformers_own_deprecation_log_is_quiet_unless_debug(show: bool) -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "from harness.quiet import quiet_third_party_warnings\n"
-        f"quiet_third_party_warnings(show={show})\n"
-        "from transformers.utils import logging\n"
-        "logging.get_logger('transformers.modeling_utils').warning('`torch_dtype` is deprecated! Use `dtype`')\n"
-    )
-    env = {k: v for k, v in cli_env().items() if k not in ("TRANSFORMERS_VERBOSITY", "HARNESS_SHOW_WARNINGS")}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert ("torch_dtype" in proc.stderr) is show, proc.stderr

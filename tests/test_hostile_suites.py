@@ -347,3 +347,36 @@ def test_validate_three_files_reports_every_problem_of_each(tmp_path: Path) -> N
     ]
     assert len(lines) == 3 and lines[2].startswith(f"error: {bomb}: line ")
     assert "at most 10000" in lines[2]
+
+
+def test_yaml_12_floats_and_text_dates(tmp_path: Path) -> None:
+    """``5e-5`` is a float (YAML 1.1 would read text, which the strict schema refuses) and a date
+    stays text, so an impossible one cannot crash the constructor."""
+    from harness.suite_yaml import read_yaml
+
+    path = tmp_path / "values.yaml"
+    path.write_text("lr: 5e-5\nbig: -2.5E+3\nword: 1e\nday: 2001-01-01\nbad_day: 2001-13-45\n", encoding="utf-8")
+    assert read_yaml(path, str(path)) == {
+        "lr": 5e-5,
+        "big": -2500.0,
+        "word": "1e",
+        "day": "2001-01-01",
+        "bad_day": "2001-13-45",
+    }
+    raw = yaml.safe_load((REPO / "suites" / "sst2.yaml").read_text(encoding="utf-8"))
+    suite_text = (REPO / "suites" / "sst2.yaml").read_text(encoding="utf-8").replace("1.0e-4", "1e-4")
+    assert "learning_rate: 1e-4" in suite_text and raw["models"][0]["finetune"]["learning_rate"] == 1.0e-4
+    written = tmp_path / "sst2.yaml"
+    written.write_text(suite_text.replace("description: ", "description: 2001-13-45 "), encoding="utf-8")
+    assert load_suite(written).models[0].finetune.learning_rate == 1e-4
+
+
+def test_a_name_error_quotes_the_value_once(tmp_path: Path) -> None:
+    raw = yaml.safe_load((REPO / "suites" / "smoke.yaml").read_text(encoding="utf-8"))
+    raw["exporters"][0] = "nope-exporter"
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises((SuiteError, SuiteErrors)) as raised:
+        load_suite(path, exporters(), backends())
+    assert "unknown exporter 'nope-exporter'" in str(raised.value)
+    assert str(raised.value).count("'nope-exporter'") == 1, str(raised.value)

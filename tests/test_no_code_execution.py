@@ -114,3 +114,14 @@ def test_a_package_source_that_is_not_installed_is_one_line(tmp_path, toy_data_r
         f"error: {suite}: models[0].source: python package 'notinstalled' is not installed (pip install it)"
     ]
     assert list(markers.iterdir()) == []
+
+
+def test_an_editable_install_is_found_by_its_finder_not_by_import() -> None:
+    """The harness itself is installed editable here (as README says): its folders are found through
+    the import system's finders, which locate a top-level package without running it."""
+    from harness.models.sources import package_files_dir
+
+    assert package_files_dir("backends") == REPO / "backends"
+    assert package_files_dir("harness.results") == REPO / "harness" / "results"
+    assert package_files_dir("harness.no_such_folder") is None
+    assert package_files_dir("not a name") is None

@@ -49,7 +49,13 @@ def test_suites_are_read_with_a_safe_loader() -> None:
     from harness.suite_yaml import _BoundedLoader
 
     assert issubclass(_BoundedLoader, yaml.SafeLoader)
+    unsafe = {"Loader", "UnsafeLoader", "FullLoader", "unsafe_load", "full_load", "load", "load_all"}
     for path in SOURCES:
-        text = path.read_text(encoding="utf-8")
-        for unsafe in ("yaml.Loader", "UnsafeLoader", "FullLoader", "yaml.unsafe_load", "yaml.full_load"):
-            assert unsafe not in text, f"{path}: {unsafe}"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "yaml":
+                assert not {alias.name for alias in node.names} & unsafe, f"{path}:{node.lineno}"
+            if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "yaml":
+                assert node.attr not in unsafe, f"{path}:{node.lineno}: yaml.{node.attr}"
+            if isinstance(node, ast.keyword) and node.arg == "Loader":
+                assert getattr(node.value, "id", getattr(node.value, "attr", "")) in ("SafeLoader", "CSafeLoader")

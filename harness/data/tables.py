@@ -23,7 +23,7 @@ log = logging.getLogger("harness")
 LabelMap = Mapping[str, int] | None
 _INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
 _warned: set[tuple[str, str]] = set()
-MAX_JSON_ARRAY_BYTES = 2**30  # a whole-array .json file is parsed at once
+MAX_JSON_ARRAY_BYTES = 2**28  # a whole-array .json file is parsed at once: 256 MiB, a few GB in memory
 
 
 class MissingColumnError(FileFormatError):

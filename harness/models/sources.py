@@ -7,6 +7,7 @@ downloaded only when the hub is reachable).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -115,21 +116,25 @@ def _package_model_dir(module: str) -> Path:
 
 
 def package_files_dir(module: str) -> Path | None:
-    """The folder of an installed package (``name`` or ``name.sub``), found in the installed
-    distributions' records without importing anything: importing would run the package's code."""
+    """The folder of an installed package (``name`` or ``name.sub``), found without importing it:
+    importing would run the package's code. The top-level folder comes from the installed
+    distributions' records, else from the import system's finders (which locate a top-level
+    package without running it, editable installs included); ``sub`` is then a plain folder."""
     import importlib.metadata
+    import importlib.util
 
     parts = module.split(".")
     if not all(part.isidentifier() for part in parts):
         return None
+    roots = []
     for distribution in importlib.metadata.packages_distributions().get(parts[0], []):
-        try:
-            root = Path(str(importlib.metadata.distribution(distribution).locate_file(parts[0])))
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        folder = root.joinpath(*parts[1:])
-        if folder.is_dir():
-            return folder
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            roots.append(Path(str(importlib.metadata.distribution(distribution).locate_file(parts[0]))))
+    spec = importlib.util.find_spec(parts[0])  # a top-level name: found, not imported
+    roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    for root in roots:
+        if root.is_absolute() and root.joinpath(*parts[1:]).is_dir():  # relative: not a place, a coincidence
+            return root.joinpath(*parts[1:])
     return None
 
 

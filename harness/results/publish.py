@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError, InputError, one_line
+from harness.errors import InputError, one_line
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HEAD_BYTES = 4096
@@ -75,14 +75,12 @@ def write_report(rows: Sequence[Mapping[str, Any]], path: Path, title: str, inpu
     except OSError as error:
         raise InputError(f"{name}: cannot write here: {error.strerror or error}") from None
     try:
-        try:
-            with warnings.catch_warnings():  # extreme values overflow a ratio: shown as inf, not a page of warnings
-                warnings.simplefilter("ignore", RuntimeWarning)
-                frame = report_frame(rows) if rows else None
-                figures = write_figures(frame, staging, path.stem) if frame is not None else {}
-                text = render_report(frame if frame is not None else [], title, figures)
-        except Exception as error:  # a bug must not leave half a report: say so in one line (--debug: traceback)
-            raise HarnessError(f"{name}: the report could not be rendered ({type(error).__name__}: {error})") from error
+        # a rendering bug propagates as the bug it is; the staging folder goes, so no half report stays
+        with warnings.catch_warnings():  # extreme values overflow a ratio: shown as inf, not a page of warnings
+            warnings.simplefilter("ignore", RuntimeWarning)
+            frame = report_frame(rows) if rows else None
+            figures = write_figures(frame, staging, path.stem) if frame is not None else {}
+            text = render_report(frame if frame is not None else [], title, figures)
         for figure in figures.values():
             _check_figure_target(path.parent / figure, inputs)
         (staging / "report.tmp").write_text(text, encoding="utf-8")
