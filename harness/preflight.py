@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.data.splits import LOCAL_FORMATS, data_search_path, find_local_split
 from harness.data.tables import MissingColumnError, SplitScan, scan_split_file, warn_if_one_class
-from harness.errors import HarnessError, SuiteError, quote
+from harness.errors import HarnessError, SuiteError, SuiteErrors, quote
 from harness.models.sources import BUILTINS, check_model_dir, package_files_dir, package_model_dir, read_model_config
 from harness.suite import ModelConfig, Suite, TaskConfig
 
@@ -41,24 +41,42 @@ def preflight(
     out_dir: Path | None = None,
     registries: tuple[Any, Any] | None = None,
 ) -> None:
-    """Raise ``SuiteError`` for the first thing the suite points at that cannot work.
+    """Raise every problem found with what the suite points at: a ``SuiteError``, or ``SuiteErrors``
+    when there are several (each check stops at its own first problem; the checks are independent).
 
     ``out_dir`` is the run's output folder when ``--out`` overrides ``output.dir`` (which is then
     not checked); ``registries`` are the (exporters, backends) registries, discovered when omitted.
     """
-    facts = _model_facts(suite, file)
-    _check_lineage(suite, file, facts)
-    _check_positions(suite, file, facts)
-    _check_task(suite, file, hub_reachable, facts)
-    _check_baseline(suite, file, registries)
-    _check_output(suite, file, out_dir)
+    problems: list[SuiteError] = []
+    facts = _model_facts(suite, file, problems)
+    checks = (
+        lambda: _check_lineage(suite, file, facts),
+        lambda: _check_positions(suite, file, facts),
+        lambda: _check_task(suite, file, hub_reachable, facts),
+        lambda: _check_baseline(suite, file, registries),
+        lambda: _check_output(suite, file, out_dir),
+    )
+    for check in checks:
+        try:
+            check()
+        except SuiteError as problem:
+            problems.append(problem)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise SuiteErrors(problems)
 
 
-def _model_facts(suite: Suite, file: str) -> dict[str, ModelFacts]:
+def _model_facts(suite: Suite, file: str, problems: list[SuiteError]) -> dict[str, ModelFacts]:
+    """What each model's config says; a source that cannot be read adds its problem and no facts."""
     facts: dict[str, ModelFacts] = {}
     for index, model in enumerate(suite.models):
         if model.source is not None:
-            facts[model.name] = _source_facts(model, file, f"models[{index}].source")
+            try:
+                facts[model.name] = _source_facts(model, file, f"models[{index}].source")
+            except SuiteError as problem:
+                problems.append(problem)
+                facts[model.name] = ModelFacts(num_labels=model.num_labels)
             continue
         parent = facts.get(model.parent or "", ModelFacts())
         depth = len(model.distill.layers) if model.distill is not None else parent.depth

@@ -414,3 +414,21 @@ def test_third_party_deprecations_are_quiet_unless_debug(monkeypatch) -> None:
     monkeypatch.delenv(SHOW_VARIABLE, raising=False)
     assert typed_storage_warnings(show=False) == []
     assert len(typed_storage_warnings(show=True)) == 1  # --debug
+
+
+def test_validate_reports_every_problem_of_what_a_suite_points_at(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    models = [
+        {"name": "first", "source": str(tmp_path / "no-model-1")},
+        {"name": "second", "source": str(tmp_path / "no-model-2")},
+    ]
+    suite = _suite(tmp_path, models=models, baseline={"model": "first"})
+    raw = yaml.safe_load(suite.read_text(encoding="utf-8"))
+    raw["output"]["dir"] = str(blocker / "out")
+    suite.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    proc = run_cli("validate", suite)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert [line.split(": ")[2] for line in lines] == ["models[0].source", "models[1].source", "output.dir"], lines
+    assert all(line.startswith(f"error: {suite}: ") for line in lines)
