@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.data.splits import LOCAL_FORMATS, data_search_path, find_local_split
+from harness.data.splits import LOCAL_FORMATS, data_search_path, find_local_split, refusable_name_safe
 from harness.data.tables import MissingColumnError, SplitScan, scan_split_file, warn_if_one_class
 from harness.errors import HarnessError, SuiteError, SuiteErrors, quote
 from harness.models.sources import BUILTINS, check_model_dir, package_files_dir, package_model_dir, read_model_config
@@ -297,8 +297,4 @@ def unwritable_reason(folder: Path) -> str | None:
 
 
 def _exists(path: Path) -> bool:
-    """``path.exists()``, False for names the OS refuses (too long, NUL bytes) instead of raising."""
-    try:
-        return path.exists()
-    except (OSError, ValueError):
-        return False
+    return refusable_name_safe(path.exists)

@@ -124,22 +124,21 @@ def installed_package(name: str) -> ModuleType:
     init = folder / "__init__.py"
     if not init.is_file():  # another package layout: fall back to the import system
         return importlib.import_module(name)
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the adapter package {folder}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return _load_module(name, init, package_folder=folder)
 
 
 def _import_file(path: Path, namespace: str) -> ModuleType:
-    module_name = f"{namespace}.{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    return _load_module(f"{namespace}.{path.stem}", path)
+
+
+def _load_module(name: str, path: Path, package_folder: Path | None = None) -> ModuleType:
+    """Run ``path`` as the module ``name`` (a package when ``package_folder`` is given), by path."""
+    search = [str(package_folder)] if package_folder is not None else None
+    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=search)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -46,10 +46,12 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: Any, env: dict[str, str] | None = None, timeout: float = 240, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "harness", *map(str, args)],
-        cwd=REPO,
+        cwd=cwd,
         env=env or cli_env(),
         capture_output=True,
         text=True,
@@ -83,14 +85,7 @@ def run_cli_guarded(*args: Any, env: dict[str, str] | None = None, timeout: floa
     roots = _watched_roots(args)
     before = {root: _tree(root) for root in roots}
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "harness", *map(str, args)],
-            cwd=planted,
-            env=env or cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        proc = run_cli(*args, env=env, timeout=timeout, cwd=planted)
         assert sorted(p.name for p in markers.iterdir()) == [], f"planted modules ran: {proc.stderr}"
         assert sorted(p.name for p in planted.iterdir()) == sorted(["markers", *(f"{n}.py" for n in PLANTED_NAMES)])
         if proc.returncode != 0:

@@ -71,9 +71,14 @@ def find_local_split(task: TaskConfig, split: str) -> Path | None:
 
 
 def _is_file(path: Path) -> bool:
-    """``path.is_file()``, False for names the OS refuses (too long, NUL bytes) instead of raising."""
+    return refusable_name_safe(path.is_file)
+
+
+def refusable_name_safe(test: Callable[[], bool]) -> bool:
+    """A path test (``exists``, ``is_file``) that is False for names the OS refuses (too long, NUL
+    bytes) instead of raising."""
     try:
-        return path.is_file()
+        return test()
     except (OSError, ValueError):
         return False
 

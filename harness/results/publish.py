@@ -28,9 +28,7 @@ def check_report_target(output: Path, inputs: Sequence[Path]) -> None:
     """Refuse (``InputError``) a report path that is one of the ``inputs`` (also through a symlink or
     a hard link) or an existing file that is not a report the harness wrote."""
     name = one_line(str(output))
-    for source in inputs:
-        if _same_file(output, source):
-            raise InputError(f"{name}: is the input results file {one_line(str(source))}; write the report elsewhere")
+    _refuse_an_input(output, inputs, "is the input results file {source}; write the report elsewhere")
     if not os.path.lexists(output):
         return
     if output.is_dir():
@@ -93,12 +91,17 @@ def write_report(rows: Sequence[Mapping[str, Any]], path: Path, title: str, inpu
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _refuse_an_input(path: Path, inputs: Sequence[Path], problem: str) -> None:
+    """``InputError`` when ``path`` is one of ``inputs`` (also through a symlink or a hard link)."""
+    for source in inputs:
+        if _same_file(path, source):
+            raise InputError(f"{one_line(str(path))}: " + problem.format(source=one_line(str(source))))
+
+
 def _check_figure_target(path: Path, inputs: Sequence[Path]) -> None:
     """A figure replaces only a PNG that is not an input."""
     name = one_line(str(path))
-    for source in inputs:
-        if _same_file(path, source):
-            raise InputError(f"{name}: the report's figure would replace the input {one_line(str(source))}")
+    _refuse_an_input(path, inputs, "the report's figure would replace the input {source}")
     if not os.path.lexists(path):
         return
     try:
