@@ -54,3 +54,16 @@ def test_remove(tmp_path: Path) -> None:
     journal.append("v", 0, _outcome(), 1.0)
     journal.remove()
     assert not journal.path.exists() and journal.load() == {}
+
+
+def test_results_set_aside_never_overwrite_older_ones(tmp_path) -> None:
+    from harness.run.runner import set_aside
+
+    results = tmp_path / "suite.jsonl"
+    moved, runs = [], ("first", "second", "third")
+    for run in runs:
+        results.write_text(f'{{"run": "{run}"}}\n', encoding="utf-8")
+        moved.append(set_aside(results))
+    assert [p.name for p in moved] == ["suite.previous.jsonl", "suite.previous-2.jsonl", "suite.previous-3.jsonl"]
+    assert [p.read_text(encoding="utf-8") for p in moved] == [f'{{"run": "{r}"}}\n' for r in runs]
+    assert not results.exists()

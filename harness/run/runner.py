@@ -151,8 +151,8 @@ class Runner:
             rows = read_rows([path])
             mine = rows_of_run(rows, self.run_info["suite_hash"], self.run_info["env_fingerprint"])
             if self.fresh or len(mine) < len(rows) or not mine:
-                path.replace(path.with_name(path.stem + ".previous.jsonl"))
-                log.info("previous results moved to %s", path.with_name(path.stem + ".previous.jsonl"))
+                aside = set_aside(path)
+                log.info("previous results moved to %s", aside)
             else:
                 done = {cell_key(r) for r in mine if r["status"] in ("ok", "n/a")}
                 # one run, one identity: speedups and compare pair cells by run id
@@ -330,6 +330,17 @@ class Runner:
         self.writer.append(row)
         self.rows.append(row)
         self.bar.update(progress)
+
+
+def set_aside(path: Path) -> Path:
+    """Move a results file out of the way without overwriting an older one moved aside before."""
+    aside = path.with_name(path.stem + ".previous.jsonl")
+    number = 1
+    while aside.exists():
+        number += 1
+        aside = path.with_name(f"{path.stem}.previous-{number}.jsonl")
+    path.replace(aside)
+    return aside
 
 
 def _cell_memory(process: Mapping[str, float | None], times: CellTimes) -> dict[str, float | None]:
