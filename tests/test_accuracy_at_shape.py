@@ -136,7 +136,8 @@ def test_timed_calls_score_their_batches_exactly_as_scoring_alone(name, tiny_mod
         assert len(outcome.cells[("cell",)].passes) == 2
         session = backend.load(artifact, "cpu", 1)
         try:
-            alone = in_eval_order(batches, [session.logits(session.run(session.prepare(b.arrays))) for b in batches])
+            logits = [session.logits(session.run(session.prepare(b.arrays))) for b in batches]
+            alone = in_eval_order([b.indices for b in batches], logits)
             in_file_order = np.concatenate(
                 [
                     session.logits(session.run(session.prepare(b.arrays)))

@@ -173,7 +173,7 @@ def test_in_eval_order_undoes_the_batch_order() -> None:
     batches = ordered_batches(TOKENS, ORDER, 4, "dynamic", PAD)
     # logits row for sentence i is [i, -i]: any misplacement shows
     logits = [np.stack([b.indices, -b.indices], axis=1).astype(float) for b in batches]
-    assert in_eval_order(batches, logits)[:, 0].tolist() == list(range(10))
+    assert in_eval_order([b.indices for b in batches], logits)[:, 0].tolist() == list(range(10))
 
 
 # --- make_batches -----------------------------------------------------------------------------

@@ -79,9 +79,10 @@ def scoring_order(timed: np.ndarray, total: int) -> np.ndarray:
     return np.concatenate([np.asarray(timed, dtype=int), rest])
 
 
-def in_eval_order(batches: Sequence[Batch], logits: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-batch logits put back in eval order, whatever order the batches were run in."""
-    indices = np.concatenate([b.indices for b in batches])
+def in_eval_order(indices: Sequence[np.ndarray], logits: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-batch logits (batch ``i`` holds the sentences ``indices[i]``) put back in eval order,
+    whatever order the batches were run in."""
+    indices = np.concatenate(list(indices))
     stacked = np.concatenate(list(logits))
     ordered = np.empty_like(stacked)
     ordered[indices] = stacked

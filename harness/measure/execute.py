@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness.adapters import Artifact
+from harness.data.workload import in_eval_order
 from harness.measure.memory import MemoryProbe, peak_rss_mb, reset_peak
 from harness.measure.timing import Clock, PassPolicy, affordable_count, time_passes
 
@@ -154,10 +155,8 @@ class _Scorer:
             if label in self.errors:
                 continue
             per_batch = [self.logits[label][position] for position in range(len(task.batches))]
-            stacked = np.concatenate(per_batch)
-            if task.indices is not None:
-                stacked = stacked[np.argsort(np.concatenate(task.indices), kind="stable")]
-            scores[label] = stacked
+            consecutive = task.indices is None
+            scores[label] = np.concatenate(per_batch) if consecutive else in_eval_order(task.indices, per_batch)
         return scores, dict(self.errors)
 
 

@@ -61,7 +61,8 @@ def prepare_model(
 
     def score(out: Path) -> None:
         batches = workloads.for_scoring(tokenizer, shape)
-        logits = in_eval_order(batches, [reference.logits(reference.run(reference.prepare(b.arrays))) for b in batches])
+        logits = [reference.logits(reference.run(reference.prepare(b.arrays))) for b in batches]
+        logits = in_eval_order([b.indices for b in batches], logits)
         np.save(out / REFERENCE_FILE, logits)
 
     logits = np.load(cache.get_or_build("reference", key, score) / REFERENCE_FILE)
