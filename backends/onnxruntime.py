@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters import Artifact, Backend, Session
+from harness.adapters import Artifact, Backend, Options, Session
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -57,10 +57,11 @@ class OrtCudaSession(OrtSession):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    formats = frozenset({"onnx"})
+    formats = frozenset({"onnx", "onnx-ort"})  # onnx-ort: ONNX with ONNX Runtime's contrib ops
     devices = ("cpu", "cuda")
     requires = ("onnxruntime",)
     runtime = "onnxruntime"
+    keeps_batch_invariance = True
     preload = ("onnxruntime", "backends.onnxruntime")
 
     def unavailable_reason(self, device: str | None = None) -> str | None:
@@ -73,7 +74,12 @@ class OnnxRuntimeBackend(Backend):
                 return f"this onnxruntime build has no {PROVIDERS[device]} (it has {', '.join(available)})"
         return reason
 
-    def load(self, artifact: Artifact, device: str, threads: int) -> OrtSession:
+    def gemm_peak(self, threads: int, size: int, repeats: int) -> dict[str, tuple[float, str]]:
+        from harness.measure.peak import onnxruntime_kernels
+
+        return onnxruntime_kernels(threads, size, repeats)
+
+    def load(self, artifact: Artifact, device: str, threads: int, options: Options | None = None) -> OrtSession:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()

@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters import Artifact, Backend, Session
+from harness.adapters import Artifact, Backend, Options, Session
+
+DTYPES = {"transformers-fp16": "float16", "transformers-bf16": "bfloat16"}
 
 
 class TorchSession(Session):
@@ -41,10 +43,11 @@ class TorchSession(Session):
 
 class PyTorchBackend(Backend):
     name = "pytorch"
-    formats = frozenset({"transformers", "transformers-fp16", "torch-dynamic-int8"})
+    formats = frozenset({"transformers", "transformers-fp16", "transformers-bf16", "torch-dynamic-int8"})
     devices = ("cpu", "cuda")
     requires = ("torch", "transformers")
     runtime = "torch"
+    keeps_batch_invariance = True
     # transformers imports model classes lazily: name them, or every cell pays that import again
     preload = (
         "torch",
@@ -71,9 +74,18 @@ class PyTorchBackend(Backend):
             return "PyTorch dynamic INT8 kernels exist only for CPU"
         if artifact_format == "transformers-fp16" and device == "cpu":
             return "FP16 eager is a GPU variant: CPUs without native FP16 matmul emulate it slowly"
+        if artifact_format == "transformers-bf16":
+            from harness.environment import bf16_unavailable_reason
+
+            return bf16_unavailable_reason(device)
         return None
 
-    def load(self, artifact: Artifact, device: str, threads: int) -> TorchSession:
+    def gemm_peak(self, threads: int, size: int, repeats: int) -> dict[str, tuple[float, str]]:
+        from harness.measure.peak import torch_kernels
+
+        return torch_kernels(threads, size, repeats)
+
+    def load(self, artifact: Artifact, device: str, threads: int, options: Options | None = None) -> TorchSession:
         import torch
 
         torch.set_num_threads(threads)
@@ -86,10 +98,10 @@ class PyTorchBackend(Backend):
         else:
             from transformers import AutoModelForSequenceClassification
 
-            dtype = torch.float16 if artifact.format == "transformers-fp16" else torch.float32
+            dtype = DTYPES.get(artifact.format, "float32")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype=dtype)
+                model = AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype=getattr(torch, dtype))
         return TorchSession(model.eval().to(device), device)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from exporters._common import copy_tokenizer, export_onnx
+from exporters._ort import ORT_ONLY_FORMAT, fuse_transformer_graph
 from harness.adapters import Exporter, Options
 
 
@@ -17,27 +19,16 @@ class OrtInt8Options(Options):
     reduce_range: bool = False
 
 
-def fuse_transformer_graph(model_path: Path, out_path: Path, config_path: Path) -> None:
-    from onnxruntime.transformers import optimizer
-
-    config = json.loads(config_path.read_text())
-    fused = optimizer.optimize_model(
-        str(model_path),
-        model_type="bert",
-        num_heads=config.get("num_attention_heads", 0),
-        hidden_size=config.get("hidden_size", 0),
-        opt_level=1,
-        use_gpu=False,
-    )
-    fused.save_model_to_file(str(out_path))
-
-
 class OrtInt8(Exporter):
     name = "ort-int8"
     format = "onnx"
     precision = "int8"
     Options = OrtInt8Options
     requires = ("optimum.exporters.onnx", "onnx", "onnxruntime")
+
+    def format_for(self, options: Mapping[str, Any]) -> str:
+        # the fused graph uses com.microsoft ops (Attention, SkipLayerNormalization): ONNX Runtime only
+        return ORT_ONLY_FORMAT if options.get("optimize") else self.format
 
     def export(self, source: Path, out_dir: Path, options: OrtInt8Options) -> None:
         import onnx

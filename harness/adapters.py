@@ -6,6 +6,7 @@ listing and validating stay fast and a missing runtime only disables the adapter
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import sys
@@ -34,12 +35,61 @@ class Artifact:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CalibrationData:
+    """The train split, for exporters that calibrate (static quantization): never the eval split.
+
+    ``sample`` draws seeded, disjoint parts of it: "calibration" for activation ranges and
+    "validation" for accuracy-controlled quantization, so neither looks at the data it is judged on.
+    """
+
+    texts: tuple[str, ...]
+    labels: tuple[int, ...]
+    content_key: str  # hash of the texts and labels: part of the export's cache key
+    max_length: int  # the suite's tokenisation limit
+    seed: int = 0
+
+    def sample(self, count: int, part: str = "calibration") -> tuple[list[str], list[int]]:
+        """``count`` sentences of ``part`` ("calibration": the first half of a seeded permutation,
+        "validation": the second half), at most the half's size."""
+        if part not in ("calibration", "validation"):
+            raise ValueError(f"unknown part {part!r}: 'calibration' or 'validation'")
+        order = np.random.default_rng(self.seed).permutation(len(self.texts))
+        half = len(order) // 2
+        chosen = order[:half] if part == "calibration" else order[half:]
+        chosen = chosen[: max(0, count)]
+        return [self.texts[i] for i in chosen], [self.labels[i] for i in chosen]
+
+
 def missing_modules(*modules: str) -> str | None:
     """Reason string naming the first missing module, or None when all are importable."""
     for module in modules:
         if importlib.util.find_spec(module) is None:
             return f"python package '{module}' is not installed"
     return None
+
+
+def distribution_versions(modules: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of the distributions that provide ``modules`` (e.g. "openvino" ->
+    {"openvino": "2026.4.1"}), so a new adapter reports its runtime without a fixed package list."""
+    import importlib.metadata
+
+    providers = _module_distributions()
+    versions = {}
+    for module in modules:
+        for distribution in providers.get(module.split(".")[0], []):
+            try:
+                versions[distribution] = importlib.metadata.version(distribution)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return dict(sorted(versions.items()))
+
+
+@functools.lru_cache(maxsize=1)
+def _module_distributions() -> Mapping[str, list[str]]:
+    import importlib.metadata
+
+    return importlib.metadata.packages_distributions()  # scans every installed distribution: once
 
 
 def code_version(adapter: object) -> str:
@@ -64,12 +114,23 @@ class Exporter(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     # the arithmetic the artifact runs in (picks the peak it is measured against)
     precision: ClassVar[str] = "fp32"
+    # True for exporters that calibrate on train data: ``export`` then gets a ``CalibrationData``
+    needs_calibration: ClassVar[bool] = False
     # True only where predictions cannot depend on batch composition or padding (tests prove it);
     # then one scoring serves every shape. Dynamic INT8 takes activation ranges over the batch.
     batch_invariant: ClassVar[bool] = False
 
     def unavailable_reason(self) -> str | None:
         return missing_modules(*self.requires)
+
+    def format_for(self, options: Mapping[str, Any]) -> str:
+        """The format of the artifact these (suite-validated) options make: ``format`` unless an
+        option changes what can load it (ORT's fused graph holds ops only ONNX Runtime runs)."""
+        return self.format
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the packages this exporter runs (its ``requires``), for the result row."""
+        return distribution_versions(self.requires)
 
     def code_version(self) -> str:
         """The version of the code that was imported: taken once, when the registry loads the adapter,
@@ -80,7 +141,8 @@ class Exporter(ABC):
 
     @abstractmethod
     def export(self, source: Path, out_dir: Path, options: Options) -> None:
-        """Write the variant into ``out_dir`` (an empty directory the cache later renames into place)."""
+        """Write the variant into ``out_dir`` (an empty directory the cache later renames into place).
+        Exporters with ``needs_calibration`` take a fourth argument, ``calibration: CalibrationData``."""
 
 
 class Session(ABC):
@@ -104,6 +166,11 @@ class Session(ABC):
     def close(self) -> None:
         """Release the session's resources."""
 
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe facts about how this session ran, for the result row (read after timing):
+        e.g. compile seconds and recompiles, or the static shapes it was reshaped to."""
+        return {}
+
 
 class Backend(ABC):
     """A runtime that can load some artifact formats on some devices."""
@@ -116,6 +183,25 @@ class Backend(ABC):
     preload: ClassVar[tuple[str, ...]] = ()
     # the runtime whose GEMM peak bounds this backend ("torch", "onnxruntime"), if any
     runtime: ClassVar[str | None] = None
+    # whether a batch-invariant exporter's artifact stays batch-invariant here (tests prove it per
+    # backend); otherwise its accuracy is measured at every shape, like dynamic INT8's
+    keeps_batch_invariance: ClassVar[bool] = False
+    # typed options a suite may give (``backends: [{name: ..., label: ..., options: {...}}]``)
+    Options: ClassVar[type[Options]] = Options
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the packages this backend runs (its ``requires``), for the result row."""
+        return distribution_versions(self.requires)
+
+    def precision(self, exporter_precision: str, options: Options) -> str:
+        """The arithmetic a cell really runs in (it picks the peak): the exporter's, unless this
+        backend's options lower it (e.g. an inference-precision hint of bf16)."""
+        return exporter_precision
+
+    def gemm_peak(self, threads: int, size: int, repeats: int) -> dict[str, tuple[float, str]]:
+        """Best seconds of a ``size``-square GEMM per precision in this runtime, with the kernel's
+        name: {"fp32": (seconds, "MatMul")}. Empty when the backend measures no peak of its own."""
+        return {}
 
     def unavailable_reason(self, device: str | None = None) -> str | None:
         """Why this backend cannot run at all (or on ``device``); None when it can."""
@@ -130,6 +216,11 @@ class Backend(ABC):
         """Why this format cannot run on ``device`` with this backend (e.g. CPU-only kernels)."""
         return None
 
+    def options_unavailable_reason(self, options: Options, device: str) -> str | None:
+        """Why these options cannot run on ``device`` here (e.g. a BF16 hint on a CPU without BF16)."""
+        return None
+
     @abstractmethod
-    def load(self, artifact: Artifact, device: str, threads: int) -> Session:
-        """Load ``artifact`` for inference on ``device`` using ``threads`` CPU threads."""
+    def load(self, artifact: Artifact, device: str, threads: int, options: Options | None = None) -> Session:
+        """Load ``artifact`` for inference on ``device`` using ``threads`` CPU threads; ``options``
+        is an instance of ``self.Options`` (None: its defaults)."""

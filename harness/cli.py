@@ -7,7 +7,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from harness.errors import EXIT_BAD_INPUT, EXIT_REGRESSION, HarnessError, SuiteErrors, one_line
 
@@ -138,7 +138,7 @@ def _list(args: argparse.Namespace) -> int:
     print("exporters:")
     for name, adapter in exporters.entries().items():
         reason = adapter.reason if isinstance(adapter, BrokenAdapter) else adapter.unavailable_reason()
-        detail = f"format {adapter.format}" if not isinstance(adapter, BrokenAdapter) else ""
+        detail = "" if isinstance(adapter, BrokenAdapter) else f"format {adapter.format}{_versions(adapter)}"
         print(f"  {name:<22} {'unavailable: ' + reason if reason else 'available'}  {detail}".rstrip())
     print("backends:")
     for name, adapter in backends.entries().items():
@@ -147,9 +147,15 @@ def _list(args: argparse.Namespace) -> int:
             continue
         for device in DEVICES:
             reason = adapter.unavailable_reason(device)
-            status = f"unavailable: {reason}" if reason else "available"
+            status = f"unavailable: {reason}" if reason else f"available{_versions(adapter)}"
             print(f"  {name + ' [' + device + ']':<22} {status}")
     return 0
+
+
+def _versions(adapter: Any) -> str:
+    """``  (openvino 2026.4.1, ...)``: the installed packages the adapter runs."""
+    versions = adapter.versions()
+    return f"  ({', '.join(f'{k} {v}' for k, v in versions.items())})" if versions else ""
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -82,3 +82,39 @@ def environment_fingerprint(env: dict[str, Any]) -> str:
 
     stable = {k: v for k, v in env.items() if k not in ("load_avg_1m", "git_commit")}
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+CPUINFO = Path("/proc/cpuinfo")
+# x86: AVX512-BF16 dot products or AMX tiles; aarch64 (ARMv8.6 BF16) lists "bf16" in its Features
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The CPU feature flags of the first processor in ``cpuinfo`` (Linux's "flags"/"Features")."""
+    for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def bf16_unavailable_reason(device: str, cpuinfo: Path = CPUINFO) -> str | None:
+    """Why BF16 would not run natively on ``device`` (None when it would).
+
+    CPU: read from the kernel's CPU flags, so listing cells never imports torch. CUDA: torch is
+    imported only then, and asked whether the GPU computes BF16 itself (compute capability 8.0+).
+    """
+    if device == "cpu":
+        try:
+            flags = cpu_flags(cpuinfo)
+        except OSError as error:
+            return f"cannot read CPU flags to check for BF16 support ({cpuinfo}: {error.strerror})"
+        if flags.isdisjoint(BF16_CPU_FLAGS):
+            return "BF16 needs a CPU with avx512_bf16 or amx_bf16 (or ARM bf16); this one would emulate it slowly"
+        return None
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported(including_emulation=False):
+            return f"{torch.cuda.get_device_name()} has no native BF16 (needs compute capability 8.0+)"
+    return None

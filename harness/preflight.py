@@ -228,24 +228,26 @@ def _check_baseline(suite: Suite, file: str, registries: tuple[Any, Any] | None)
 
     exporter_registry, backend_registry = registries or (exporters(), backends())
     entry = next((e for e in suite.exporters if e.display_name == suite.baseline.exporter), None)
+    backend_entry = next((b for b in suite.backends if b.display_name == suite.baseline.backend), None)
     exporter = exporter_registry.entries().get(entry.name) if entry else None
-    backend = backend_registry.entries().get(suite.baseline.backend)
-    if entry is None or exporter is None or backend is None:
+    backend = backend_registry.entries().get(backend_entry.name) if backend_entry else None
+    if entry is None or exporter is None or backend_entry is None or backend is None:
         return  # an unknown name is reported by the suite schema
-    for kind, name, adapter in (("exporter", entry.name, exporter), ("backend", suite.baseline.backend, backend)):
+    for kind, name, adapter in (("exporter", entry.name, exporter), ("backend", backend_entry.name, backend)):
         reason = adapter.reason if isinstance(adapter, BrokenAdapter) else adapter.unavailable_reason()
         if reason:
             raise SuiteError(file, f"baseline.{kind}", f"the baseline {kind} '{name}' is unavailable: {reason}")
-    if exporter.format not in backend.formats:
+    artifact_format = exporter.format_for(entry.options)
+    if artifact_format not in backend.formats:
         raise SuiteError(
             file,
             "baseline.backend",
-            f"backend '{backend.name}' cannot load the '{exporter.format}' format of exporter '{entry.name}' "
+            f"backend '{backend.name}' cannot load the '{artifact_format}' format of exporter '{entry.name}' "
             f"(it loads {', '.join(sorted(backend.formats))})",
         )
     reasons = []
     for device in sorted(suite.devices, key=lambda d: d != "cpu"):  # cpu first: cuda checks import torch
-        reason = backend.unavailable_reason(device) or backend.cell_unavailable_reason(exporter.format, device)
+        reason = backend.unavailable_reason(device) or backend.cell_unavailable_reason(artifact_format, device)
         if reason is None:
             return
         reasons.append(f"{device}: {reason}")

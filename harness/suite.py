@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     Field,
     ValidationError,
     ValidationInfo,
@@ -24,10 +23,19 @@ from pydantic import (
 
 from harness.compress.options import DistillOptions, FinetuneOptions, MagnitudeOptions, PruneOptions
 from harness.errors import SuiteError, SuiteErrors, quote
+from harness.suite_entries import (
+    EXCLUDE_KEYS,
+    AdapterEntry,
+    BackendEntry,
+    ExcludeRule,
+    ExporterEntry,
+    Strict,
+    distinct_entries,
+    named_entries,
+)
 from harness.suite_rules import (
     MAX_SEED,
     NAME_PATTERN,
-    STRICT,
     PathText,
     SafeName,
     Text,
@@ -73,29 +81,14 @@ def _known_device(value: str) -> str:
     return value
 
 
-def _registered(kind: str) -> AfterValidator:
-    """Checks a name against the registry passed in the validation context, when one is."""
-
-    def check(value: str, info: ValidationInfo) -> str:
-        known = (info.context or {}).get(kind)
-        if known is not None and value not in known:
-            raise ValueError(unknown(kind, value, known))
-        return value
-
-    return AfterValidator(check)
-
-
 SeqLen = Annotated[Any, AfterValidator(_dynamic_or_length)]
 SplitName = SafeName  # a file name under the local data folder, and a hub split
 HubId = Annotated[str, AfterValidator(_hub_id)]
 
 
-class Strict(BaseModel):
-    model_config = STRICT
-
-
 ClassId = Annotated[int, Field(ge=0, le=100_000)]
-LATER_OPTIONAL_KEYS = ("label_map",)
+LATER_OPTIONAL_KEYS = ("label_map",)  # task keys
+LATER_TOP_LEVEL_KEYS = ("exclude",)
 
 
 class TaskConfig(Strict):
@@ -161,25 +154,6 @@ class ModelConfig(Strict):
         return next((s for s in COMPRESSION_STAGES if getattr(self, s) is not None), None)
 
 
-class ExporterEntry(Strict):
-    name: Annotated[SafeName, _registered("exporter")]
-    label: SafeName | None = None
-    options: dict[str, Any] = Field(default_factory=dict, max_length=64)
-
-    @field_validator("options")
-    @classmethod
-    def _typed_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        """Checked by the exporter's own ``Options`` model (from the context), strictly like the suite."""
-        options_type = ((info.context or {}).get("exporter_options") or {}).get(info.data.get("name"))
-        if options_type is not None:
-            options_type.model_validate(options, strict=True)
-        return options
-
-    @property
-    def display_name(self) -> str:
-        return self.label or self.name
-
-
 class ShapesConfig(Strict):
     batch_sizes: list[BatchSize] = Field(default=[1], min_length=1, max_length=32)
     seq_lens: list[SeqLen] = Field(default=["dynamic"], min_length=1, max_length=32)
@@ -239,7 +213,7 @@ class OutputConfig(Strict):
 class BaselineConfig(Strict):
     model: SafeName | None = None
     exporter: SafeName = "eager-fp32"
-    backend: SafeName = "pytorch"
+    backend: SafeName = "pytorch"  # a backend's display name (its label, or its name)
 
 
 class Suite(Strict):
@@ -248,7 +222,7 @@ class Suite(Strict):
     task: TaskConfig
     models: list[ModelConfig] = Field(min_length=1, max_length=256)
     exporters: list[ExporterEntry] = Field(min_length=1, max_length=64)
-    backends: list[Annotated[SafeName, _registered("backend")]] = Field(min_length=1, max_length=32)
+    backends: list[BackendEntry] = Field(min_length=1, max_length=32)
     devices: list[Annotated[str, AfterValidator(_known_device)]] = Field(default=["cpu"], min_length=1, max_length=8)
     required_devices: list[str] = Field(default_factory=list, max_length=8)
     shapes: ShapesConfig = ShapesConfig()
@@ -259,15 +233,15 @@ class Suite(Strict):
     isolation: IsolationConfig = IsolationConfig()
     accuracy_gate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
     output: OutputConfig = OutputConfig()
+    # model x exporter x backend x device combinations the suite does not run (to keep a run in budget)
+    exclude: list[ExcludeRule] = Field(default_factory=list, max_length=256)
     # validated when omitted too: the default baseline must be a cell of the suite
     baseline: BaselineConfig = Field(default_factory=BaselineConfig, validate_default=True)
 
-    @field_validator("exporters", mode="before")
+    @field_validator("exporters", "backends", mode="before")
     @classmethod
-    def _exporter_shorthand(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"name": item} if isinstance(item, str) else item for item in value]
-        return value
+    def _shorthand(cls, value: Any) -> Any:
+        return named_entries(value)
 
     @field_validator("models")
     @classmethod
@@ -278,18 +252,13 @@ class Suite(Strict):
         fail("models", problems)
         return models
 
-    @field_validator("exporters")
+    @field_validator("exporters", "backends")
     @classmethod
-    def _distinct_exporters(cls, exporters: list[ExporterEntry]) -> list[ExporterEntry]:
-        names = [e.display_name for e in exporters]
-        problems = [
-            ((i, "label" if exporters[i].label else "name"), f"{text}; give one a distinct label", value)
-            for i, text, value in duplicates(names)
-        ]
-        fail("exporters", problems)
-        return exporters
+    def _distinct_adapters(cls, entries: list[AdapterEntry], info: ValidationInfo) -> list[AdapterEntry]:
+        distinct_entries(str(info.field_name), entries)
+        return entries
 
-    @field_validator("backends", "devices")
+    @field_validator("devices")
     @classmethod
     def _distinct(cls, values: list[str], info: ValidationInfo) -> list[str]:
         fail(str(info.field_name), [((i,), text, value) for i, text, value in duplicates(values)])
@@ -306,14 +275,33 @@ class Suite(Strict):
             )
         return required
 
+    @field_validator("exclude")
+    @classmethod
+    def _exclude_known_names(cls, rules: list[ExcludeRule], info: ValidationInfo) -> list[ExcludeRule]:
+        known = {
+            "model": [m.name for m in info.data.get("models") or []],
+            "exporter": [e.display_name for e in info.data.get("exporters") or []],
+            "backend": [b.display_name for b in info.data.get("backends") or []],
+            "device": info.data.get("devices") or [],
+        }
+        problems = [
+            ((i, key), unknown(key, getattr(rule, key), known[key]), getattr(rule, key))
+            for i, rule in enumerate(rules)
+            for key in EXCLUDE_KEYS
+            if getattr(rule, key) is not None and known[key] and getattr(rule, key) not in known[key]
+        ]
+        fail("exclude", problems)
+        return rules
+
     @field_validator("baseline")
     @classmethod
     def _baseline_is_a_cell(cls, baseline: BaselineConfig, info: ValidationInfo) -> BaselineConfig:
         models, exporters = info.data.get("models"), info.data.get("exporters")
+        backends = info.data.get("backends")
         checks = (
             ("model", baseline.model, [m.name for m in models] if models else None),
             ("exporter", baseline.exporter, [e.display_name for e in exporters] if exporters else None),
-            ("backend", baseline.backend, info.data.get("backends")),
+            ("backend", baseline.backend, [b.display_name for b in backends] if backends else None),
         )
         problems = [
             ((kind,), unknown(kind, value, names), value)
@@ -321,7 +309,15 @@ class Suite(Strict):
             if value is not None and names is not None and value not in names
         ]
         fail("baseline", problems)
+        rules, devices = info.data.get("exclude") or [], info.data.get("devices") or []
+        cell = {"model": baseline.model or (models[0].name if models else None), **baseline.model_dump()}
+        if rules and devices and all(any(r.matches({**cell, "device": d}) for r in rules) for d in devices):
+            fail("baseline", [((), "the baseline cell is excluded on every device", baseline.backend)])
         return baseline
+
+    def excluded(self, cell: dict[str, Any]) -> bool:
+        """Whether a cell (model, exporter, backend and device by display name) is left out."""
+        return any(rule.matches(cell) for rule in self.exclude)
 
     def output_name(self, hardware: str = "cpu") -> str:
         return (self.output.name or self.name).replace("{hardware}", hardware)
@@ -336,6 +332,9 @@ class Suite(Strict):
         for key in LATER_OPTIONAL_KEYS:  # absent, a key added later leaves older suites' hashes as they were
             if content["task"].get(key) is None:
                 content["task"].pop(key, None)
+        for key in LATER_TOP_LEVEL_KEYS:
+            if not content.get(key):
+                content.pop(key, None)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -363,10 +362,12 @@ def parse_suite(raw: Any, file: str, exporter_registry: Any = None, backend_regi
 
 
 def _registry_context(exporter_registry: Any, backend_registry: Any) -> dict[str, Any]:
-    """Known names, and each exporter's options model; a registry not given is not checked."""
+    """Known names, and each adapter's options model; a registry not given is not checked."""
     context: dict[str, Any] = {}
     if backend_registry is not None:
-        context["backend"] = backend_registry.names()
+        entries = backend_registry.entries()
+        context["backend"] = list(entries)
+        context["backend_options"] = {name: getattr(a, "Options", None) for name, a in entries.items()}
     if exporter_registry is not None:
         entries = exporter_registry.entries()
         context["exporter"] = list(entries)

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from harness.measure.peak import _gemm_model, measure_peaks, peak_fraction
+from harness.measure.peak import _gemm_model, measure_peaks, native_bf16, onnxruntime_kernels, peak_fraction
+from harness.registry import backends
 
 SIZE, REPEATS = 256, 2
 
 
+def kernels_of(*names: str) -> dict:
+    """Each named backend's own GEMM timer, keyed by its runtime, as the runner gathers them."""
+    return {backends().get(n).runtime: backends().get(n).gemm_peak for n in names}
+
+
 @pytest.fixture(scope="module")
 def peaks() -> dict:
-    return measure_peaks(threads=1, runtimes=["torch", "onnxruntime"], size=SIZE, repeats=REPEATS)
+    return measure_peaks(threads=1, kernels=kernels_of("pytorch", "onnxruntime"), size=SIZE, repeats=REPEATS)
 
 
 def test_both_precisions_measured_with_the_best_runtime(peaks):
-    assert set(peaks) == {"fp32", "int8"}
+    assert set(peaks) == ({"fp32", "int8", "bf16"} if native_bf16() else {"fp32", "int8"})
     for precision, entry in peaks.items():
         assert entry["gflops"] > 0, precision
         assert entry["gflops"] == max(entry["by_runtime"].values())
@@ -31,15 +37,30 @@ def test_torch_thread_count_is_restored():
     import torch
 
     before = torch.get_num_threads()
-    measure_peaks(threads=before + 1, runtimes=["torch"], size=64, repeats=1)
+    measure_peaks(threads=before + 1, kernels=kernels_of("pytorch"), size=64, repeats=1)
     assert torch.get_num_threads() == before
 
 
-def test_unknown_runtimes_are_ignored():
-    only_ort = measure_peaks(threads=1, runtimes=["onnxruntime", "tensorrt", "nope"], size=64, repeats=1)
+def test_runtimes_that_cannot_measure_are_skipped():
+    def not_installed(threads, size, repeats):
+        import tensorrt_that_is_not_there  # noqa: F401
+
+    def broken(threads, size, repeats):
+        raise RuntimeError("no GEMM here")
+
+    kernels = {"onnxruntime": onnxruntime_kernels, "tensorrt": not_installed, "nope": broken}
+    only_ort = measure_peaks(threads=1, kernels=kernels, size=64, repeats=1)
     assert set(only_ort["fp32"]["by_runtime"]) == {"onnxruntime"}
-    assert measure_peaks(threads=1, runtimes=["nope"], size=64, repeats=1) == {}
-    assert measure_peaks(threads=1, runtimes=[], size=64, repeats=1) == {}
+    assert measure_peaks(threads=1, kernels={"nope": broken}, size=64, repeats=1) == {}
+    assert measure_peaks(threads=1, kernels={}, size=64, repeats=1) == {}
+
+
+def test_bf16_peak_only_where_the_cpu_has_native_bf16(tmp_path):
+    plain = tmp_path / "cpuinfo"
+    plain.write_text("model name\t: X\nflags\t\t: avx2 avx512f avx512_vnni\n")
+    assert not native_bf16(plain)
+    plain.write_text("model name\t: X\nflags\t\t: avx2 avx512f avx512_bf16\n")
+    assert native_bf16(plain)
 
 
 PEAKS = {"int8": {"gflops": 400.0}, "fp32": {"gflops": 100.0}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,17 @@ def test_closest_and_unknown_name_message() -> None:
 
 def test_builtin_names(monkeypatch) -> None:
     monkeypatch.delenv("HARNESS_PLUGIN_PATH", raising=False)
-    assert backends().names() == ["onnxruntime", "pytorch"]
-    assert exporters().names() == ["eager-fp16", "eager-fp32", "onnx-fp32", "ort-int8", "torch-dynamic-int8"]
+    assert backends().names() == ["onnxruntime", "openvino", "pytorch", "torch-compile"]
+    assert exporters().names() == [
+        "eager-bf16",
+        "eager-fp16",
+        "eager-fp32",
+        "onnx-fp32",
+        "openvino-int8",
+        "ort-int8",
+        "ort-static-int8",
+        "torch-dynamic-int8",
+    ]
     with pytest.raises(UnknownNameError, match="did you mean 'pytorch'"):
         backends().get("pytorc")
 
@@ -90,7 +100,7 @@ def test_builtin_names(monkeypatch) -> None:
 def test_dropin_backend_is_discovered(plugin_root: Path, monkeypatch) -> None:
     monkeypatch.setenv("HARNESS_PLUGIN_PATH", str(plugin_root))
     registry = backends()
-    assert registry.names() == ["broken", "onnxruntime", "ort-dropin", "pytorch"]
+    assert registry.names() == ["broken", "onnxruntime", "openvino", "ort-dropin", "pytorch", "torch-compile"]
     dropin = registry.get("ort-dropin")
     assert isinstance(dropin, Backend)
     assert dropin.formats == frozenset({"onnx"})
@@ -108,7 +118,8 @@ def test_list_shows_dropin_and_broken(plugin_root: Path) -> None:
     proc = run_cli("list", env=cli_env(HARNESS_PLUGIN_PATH=str(plugin_root)))
     assert proc.returncode == 0, proc.stderr
     lines = [line.split() for line in proc.stdout.splitlines()]
-    assert ["ort-dropin", "[cpu]", "available"] in lines
+    # available, with the version of the package it requires
+    assert ["ort-dropin", "[cpu]", "available", "(onnxruntime", f"{version('onnxruntime')})"] in lines
     assert [
         "ort-dropin",
         "[cuda]",
@@ -122,9 +133,13 @@ def test_list_shows_dropin_and_broken(plugin_root: Path) -> None:
         "'cuda'",
     ] in lines
     assert ["broken", "unavailable:", "import", "failed:", "needs", "libfoo", "9"] in lines
-    assert ["pytorch", "[cpu]", "available"] in lines
-    assert ["onnxruntime", "[cpu]", "available"] in lines
-    assert ["eager-fp32", "available", "format", "transformers"] in lines
+    heads = [line[:4] for line in lines]
+    for name in ("pytorch", "onnxruntime", "openvino", "torch-compile"):
+        assert [name, "[cpu]", "available"] in [line[:3] for line in lines], name
+    assert ["eager-fp32", "available", "format", "transformers"] in heads
+    assert ["openvino", "[cpu]", "available", f"(openvino {version('openvino')})"] in [
+        line[:3] + [" ".join(line[3:5])] for line in lines
+    ]
 
 
 def test_run_with_dropin_backend(plugin_root: Path, toy_data_root: Path, cache_dir: Path, tmp_path: Path) -> None:

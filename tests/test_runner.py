@@ -61,9 +61,9 @@ def test_every_combination_has_exactly_one_row(smoke) -> None:
     for model, entry in product(suite.models, suite.exporters):
         fmt = exporters().get(entry.name).format
         for backend in suite.backends:
-            if fmt in registry.get(backend).formats:
+            if fmt in registry.get(backend.name).formats:
                 for device, batch, seq in product(suite.devices, suite.shapes.batch_sizes, suite.shapes.seq_lens):
-                    expected.add((model.name, entry.display_name, backend, device, batch, seq))
+                    expected.add((model.name, entry.display_name, backend.display_name, device, batch, seq))
     keys = [(r["model"], r["exporter"], r["backend"], r["device"], r["batch_size"], r["seq_len"]) for r in smoke.rows]
     assert len(keys) == len(set(keys))  # no duplicates
     assert set(keys) == expected  # no gaps

@@ -79,7 +79,7 @@ KEYED_CASES = {
     "max-below-min-passes": ({"timing__min_passes": 9}, "timing", "max_passes must be at least min_passes"),
     "misspelt-backend": (
         {"backends": ["pytorch", "onnxruntim"]},
-        "backends[1]",
+        "backends[1].name",
         "unknown backend 'onnxruntim' (did you mean 'onnxruntime'?)",
     ),
     "misspelt-exporter": (
@@ -107,6 +107,21 @@ KEYED_CASES = {
         {"exporters": ["eager-fp32", "eager-fp32"]},
         "exporters[1].name",
         "'eager-fp32' appears twice (first at [0]); give one a distinct label",
+    ),
+    "unknown-backend-option": (
+        {"backends": ["pytorch", {"name": "onnxruntime", "options": {"xyz": 1}}]},
+        "backends[1].options.xyz",
+        "unknown key",
+    ),
+    "duplicate-backend": (
+        {"backends": ["pytorch", {"name": "pytorch"}]},
+        "backends[1].name",
+        "'pytorch' appears twice (first at [0]); give one a distinct label",
+    ),
+    "baseline-backend-not-in-suite": (
+        {"backends": [{"name": "pytorch", "label": "torch-eager"}]},
+        "baseline.backend",
+        "unknown backend 'pytorch'",
     ),
     "baseline-not-in-suite": ({"baseline": {"exporter": "ort-int8"}}, "baseline.exporter", "unknown exporter"),
     "bad-model-name": ({"models": [{"name": "a b", "source": "x"}]}, "models[0].name", "should match pattern"),
@@ -179,7 +194,7 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback (most recent call last)" in proc.stderr
     assert "SuiteError" in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {path}: backends[1]: ")
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {path}: backends[1].name: ")
 
 
 def test_valid_smoke_suite_validates_quickly() -> None:
@@ -211,6 +226,18 @@ def test_content_hash_ignores_key_order_and_comments(tmp_path: Path) -> None:
     assert load_suite(a).content_hash() == load_suite(b).content_hash()
     c = write_suite(tmp_path, suite_with(threads=3), "c.yaml")
     assert load_suite(c).content_hash() != load_suite(a).content_hash()
+
+
+def test_plain_backends_keep_the_hash_they_had_as_names(tmp_path: Path) -> None:
+    """A backend with no label or options is its name in the hashed content, as before backends had
+    options, so earlier results of an unchanged suite still belong to it."""
+    plain = load_suite(write_suite(tmp_path, suite_with(backends=["pytorch", "onnxruntime"])))
+    assert plain.model_dump(mode="json")["backends"] == ["pytorch", "onnxruntime"]
+    spelled = suite_with(backends=[{"name": "pytorch"}, {"name": "onnxruntime"}])
+    assert load_suite(write_suite(tmp_path, spelled, "b.yaml")).content_hash() == plain.content_hash()
+    labelled = suite_with(backends=["pytorch", {"name": "onnxruntime", "label": "ort"}])
+    dumped = load_suite(write_suite(tmp_path, labelled, "c.yaml")).model_dump(mode="json")["backends"]
+    assert dumped == ["pytorch", {"label": "ort", "options": {}, "name": "onnxruntime"}]
 
 
 def test_defaults_and_exporter_shorthand(tmp_path: Path) -> None:

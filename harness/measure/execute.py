@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters import Artifact
+from harness.adapters import Artifact, Options
 from harness.data.workload import in_eval_order
 from harness.measure.memory import MemoryProbe, peak_rss_mb, reset_peak
 from harness.measure.timing import Clock, PassPolicy, affordable_count, time_passes
@@ -57,6 +57,8 @@ class VariantJob:
     policy: PassPolicy
     timing: list[TimingTask]
     scoring: list[ScoreTask] = field(default_factory=list)
+    # the suite's options for the backend, validated against its ``Options`` where it loads
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class VariantOutcome:
     # wall seconds of each phase (load, time, score): what a round costs beyond the clock
     phases: Mapping[str, float] = field(default_factory=dict)
     score_errors: Mapping[str, str] = field(default_factory=dict)
+    # what the session said of itself after timing (``Session.describe``)
+    notes: Mapping[str, Any] = field(default_factory=dict)
 
 
 def describe_error(error: BaseException) -> str:
@@ -96,19 +100,29 @@ def execute_variant(job: VariantJob, clock: Clock = time.perf_counter) -> Varian
     session = None
     started = time.perf_counter()
     try:
-        session = backends().get(job.backend).load(job.artifact, job.device, job.threads)
+        session = _load(backends().get(job.backend), job)
         loaded = time.perf_counter()
         scorer = _Scorer(session, job.scoring)
         cells = {task.cell: _time_cell(session, task, job.policy, clock, scorer) for task in job.timing}
         timing_seconds = time.perf_counter() - loaded - scorer.seconds  # less the scoring done between cells
         scores, score_errors = scorer.finish()
         phases = {"load": loaded - started, "time": timing_seconds, "score": scorer.seconds}
-        return VariantOutcome("ok", None, cells, scores, probe.report(), phases, score_errors)
+        notes = session.describe()
+        return VariantOutcome("ok", None, cells, scores, probe.report(), phases, score_errors, notes)
     except Exception as error:  # reported as this variant's error rows; the run goes on
         return VariantOutcome("error", describe_error(error), memory=probe.report())
     finally:
         if session is not None:
             session.close()
+
+
+def _load(backend: Any, job: VariantJob) -> Any:
+    if backend.Options is Options and not job.backend_options:
+        # no options to give: a drop-in written before backends had options takes three arguments
+        return backend.load(job.artifact, job.device, job.threads)
+    return backend.load(
+        job.artifact, job.device, job.threads, backend.Options.model_validate(dict(job.backend_options))
+    )
 
 
 class _Scorer:

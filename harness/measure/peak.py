@@ -11,40 +11,48 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("harness")
 METHOD = "best of {repeats} square GEMMs of each size per runtime, measured before any cell and before the last round"
-PRECISIONS = ("fp32", "int8")
+
+
+Kernels = Callable[[int, int, int], Mapping[str, tuple[float, str]]]
 
 
 def measure_peaks(
-    threads: int, runtimes: Collection[str], size: int = 2048, repeats: int = 5, sizes: Sequence[int] | None = None
+    threads: int,
+    kernels: Mapping[str, Kernels],
+    size: int = 2048,
+    repeats: int = 5,
+    sizes: Sequence[int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """GFLOP/s peak per precision: the best any runtime reaches on a best-of-``repeats`` square GEMM
     of each of ``sizes`` (default: just ``size``).
 
-    Unknown runtime names are ignored and runtimes that cannot be imported are skipped; a precision
-    with no successful measurement is absent from the result. On a shared VM the speed of the moment
-    varies between calls, so more sizes and repeats give a peak closer to the machine's real one.
+    ``kernels`` maps a runtime's name to its GEMM timer (``Backend.gemm_peak``: threads, size,
+    repeats -> {precision: (best seconds, kernel name)}). A runtime that cannot be imported is
+    skipped; a precision with no successful measurement is absent from the result. On a shared VM
+    the speed of the moment varies between calls, so more sizes and repeats give a peak closer to
+    the machine's real one.
     """
-    measured: dict[str, dict[str, tuple[float, str]]] = {p: {} for p in PRECISIONS}
+    measured: dict[str, dict[str, tuple[float, str]]] = {}
     for side in sizes or (size,):
         flops = 2.0 * side**3
-        for runtime, kernels in (("torch", _torch_kernels), ("onnxruntime", _onnxruntime_kernels)):
-            if runtime not in runtimes:
-                continue
+        for runtime, kernel in kernels.items():
             try:
-                found = kernels(threads, side, repeats)
+                found = kernel(threads, side, repeats)
             except ImportError:  # runtime not installed on this machine: nothing to compare against
                 continue
             except Exception as error:  # a runtime that cannot run a plain GEMM gives no peak, not a failed run
                 log.warning("no %s GEMM peak at %d: %s: %s", runtime, side, type(error).__name__, error)
                 continue
-            for precision, (seconds, kernel) in found.items():
-                best = (flops / seconds / 1e9, f"{runtime} {kernel} {side}^3")
-                measured[precision][runtime] = max(measured[precision].get(runtime, best), best)
+            for precision, (seconds, name) in found.items():
+                best = (flops / seconds / 1e9, f"{runtime} {name} {side}^3")
+                by_runtime = measured.setdefault(precision, {})
+                by_runtime[runtime] = max(by_runtime.get(runtime, best), best)
 
     peaks: dict[str, dict[str, Any]] = {}
     for precision, by_runtime in measured.items():
@@ -82,25 +90,30 @@ def peak_fraction(
     return minimum / seconds
 
 
-def _torch_kernels(threads: int, size: int, repeats: int) -> dict[str, tuple[float, str]]:
+def torch_kernels(threads: int, size: int, repeats: int) -> dict[str, tuple[float, str]]:
+    """torch.mm in FP32 (and BF16 where the CPU has native BF16), torch._int_mm for INT8."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         a, b = torch.randn(size, size), torch.randn(size, size)
-        found = {"fp32": (_best_seconds(lambda: torch.mm(a, b), repeats), "mm")}
+        found = {"fp32": (best_seconds(lambda: torch.mm(a, b), repeats), "mm")}
+        if native_bf16():  # elsewhere BF16 is emulated: no peak worth the name
+            ha, hb = a.bfloat16(), b.bfloat16()
+            found["bf16"] = (best_seconds(lambda: torch.mm(ha, hb), repeats), "mm bf16")
         qa = torch.randint(-128, 128, (size, size), dtype=torch.int8)
         qb = torch.randint(-128, 128, (size, size), dtype=torch.int8)
         # Builds without a CPU integer GEMM raise here; then torch simply has no INT8 figure.
         with contextlib.suppress(RuntimeError, NotImplementedError, AttributeError):
-            found["int8"] = (_best_seconds(lambda: torch._int_mm(qa, qb), repeats), "_int_mm")
+            found["int8"] = (best_seconds(lambda: torch._int_mm(qa, qb), repeats), "_int_mm")
         return found
     finally:
         torch.set_num_threads(before)  # the cells set their own threads; do not leak ours into them
 
 
-def _onnxruntime_kernels(threads: int, size: int, repeats: int) -> dict[str, tuple[float, str]]:
+def onnxruntime_kernels(threads: int, size: int, repeats: int) -> dict[str, tuple[float, str]]:
+    """ONNX Runtime MatMul in FP32 and MatMulInteger (uint8 x int8) for INT8."""
     import numpy as np
     import onnxruntime as ort
 
@@ -120,7 +133,7 @@ def _onnxruntime_kernels(threads: int, size: int, repeats: int) -> dict[str, tup
         session = ort.InferenceSession(
             model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        seconds = _best_seconds(lambda s=session, a=a: s.run(None, {"A": a}), repeats)
+        seconds = best_seconds(lambda s=session, a=a: s.run(None, {"A": a}), repeats)
         found[precision] = (seconds, model.graph.node[0].op_type)
     return found
 
@@ -151,7 +164,14 @@ def _gemm_model(precision: str, size: int) -> Any:
     return model
 
 
-def _best_seconds(call: Callable[[], object], repeats: int) -> float:
+def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU computes BF16 natively (AVX512-BF16, AMX-BF16 or ARM BF16), from its flags."""
+    from harness.environment import bf16_unavailable_reason
+
+    return bf16_unavailable_reason("cpu", cpuinfo) is None
+
+
+def best_seconds(call: Callable[[], object], repeats: int) -> float:
     call()  # warm-up: first call pays for packing, thread-pool start-up and allocations
     best = float("inf")
     for _ in range(repeats):
@@ -159,3 +179,6 @@ def _best_seconds(call: Callable[[], object], repeats: int) -> float:
         call()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+_best_seconds = best_seconds  # the name adapters written before it was public import

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.adapters import CalibrationData
 from harness.cache import ArtifactCache, fingerprint_dir
 from harness.compress.options import StageOptions
 from harness.data.splits import TextSplit, load_split, split_content_hash
@@ -45,6 +46,7 @@ class ModelPipeline:
         self.eval_split = eval_split
         self._train: TextSplit | None = None
         self._train_hash: str | None = None
+        self._calibration: CalibrationData | None = None
         self.built: dict[str, BuiltModel] = {}
 
     def build_all(self) -> dict[str, BuiltModel]:
@@ -69,6 +71,19 @@ class ModelPipeline:
             self._train = load_split(task, task.train_split, None, self.cache.root / "datasets")
             log.info("train set: %d sentences from %s", len(self._train.texts), self._train.origin)
         return self._train
+
+    def calibration_data(self) -> CalibrationData:
+        """The train split for exporters that calibrate (never the eval split), loaded on first use."""
+        if self._calibration is None:
+            train = self.train
+            self._calibration = CalibrationData(
+                tuple(train.texts),
+                tuple(train.labels),
+                self._train_identity(),
+                self.suite.max_length,
+                self.suite.timing.seed,
+            )
+        return self._calibration
 
     def _stage_key(self, config: ModelConfig, parent_key: str) -> str:
         options = getattr(config, config.stage).model_dump()

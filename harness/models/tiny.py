@@ -21,7 +21,7 @@ def character_vocabulary() -> list[str]:
     return SPECIAL_TOKENS + list(characters) + [f"##{c}" for c in characters]
 
 
-def create_tiny_bert(out_dir: Path, num_labels: int = 2, seed: int = 0, **overrides: int) -> Path:
+def create_tiny_bert(out_dir: Path, num_labels: int = 2, seed: int = 0, **overrides: float) -> Path:
     """Write a tiny random ``BertForSequenceClassification`` with its tokenizer into ``out_dir``."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast

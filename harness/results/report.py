@@ -11,6 +11,7 @@ import pandas as pd
 from harness.environment import machine_label
 from harness.errors import one_line
 from harness.results.summary import add_speedups, interval, rows_frame, summary_table
+from harness.results.variants import variants_section
 
 # the second line of every report: what ``report -o`` and ``run`` look for before writing over a file
 MARKER = "<!-- harness report: written by `python -m harness`, safe to overwrite -->"
@@ -99,6 +100,7 @@ def render_report(
         if not others.empty:
             parts.append("### Not run\n\n" + _reason_table(others))
     parts.append(_warnings(frame))
+    parts.append(variants_section(frame))
     parts.append(_environment(frame))
     parts.append(_notes(frame))
     return "\n\n".join(p for p in parts if p) + "\n"

@@ -115,6 +115,11 @@ class CellRow:
     cuda_peak_allocated_mb: float | None = None
     cuda_peak_reserved_mb: float | None = None
     gpu_process_mb: float | None = None
+    # what produced the cell beyond the run record: the adapters' packages and options, and what
+    # the backend's session said of each round (compile seconds, precision read back, ...)
+    versions: dict[str, str] | None = None
+    adapter_options: dict[str, Any] | None = None
+    backend_notes: list[dict[str, Any]] | None = None
     run: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -47,6 +47,7 @@ class RoundJournal:
             scores={label: np.asarray(v).tolist() for label, v in outcome.scores.items()},
             score_errors=dict(outcome.score_errors),
             cells=[{"cell": list(cell), **_times(t)} for cell, t in outcome.cells.items()],
+            notes=dict(outcome.notes),
         )
         _cut_torn_tail(self.path)
         with self.path.open("a", encoding="utf-8") as handle:
@@ -83,4 +84,5 @@ def _outcome(record: dict[str, Any]) -> VariantOutcome:
     }
     scores = {label: np.asarray(v, dtype=np.float32) for label, v in record["scores"].items()}
     errors = record.get("score_errors", {})
-    return VariantOutcome(record["status"], record["reason"], cells, scores, record["memory"], {}, errors)
+    notes = record.get("notes", {})
+    return VariantOutcome(record["status"], record["reason"], cells, scores, record["memory"], {}, errors, notes)

@@ -10,7 +10,9 @@ from typing import Any
 
 from harness.registry import Registry
 from harness.results.rows import cell_key
-from harness.suite import ExporterEntry, Suite
+from harness.suite import BackendEntry, ExporterEntry, Suite
+
+NO_BACKEND = BackendEntry.model_construct(name="(none)", label=None, options={})
 
 
 @dataclass(frozen=True)
@@ -30,19 +32,19 @@ class Variant:
 
     model: str
     exporter: ExporterEntry
-    backend: str
+    backend: BackendEntry
     device: str
     shapes: tuple[Shape, ...]
 
     @property
     def name(self) -> str:
-        return f"{self.model}/{self.exporter.display_name}/{self.backend}/{self.device}"
+        return f"{self.model}/{self.exporter.display_name}/{self.backend.display_name}/{self.device}"
 
     def base(self, shape: Shape) -> dict[str, Any]:
         return {
             "model": self.model,
             "exporter": self.exporter.display_name,
-            "backend": self.backend,
+            "backend": self.backend.display_name,
             "device": self.device,
             "batch_size": shape.batch_size,
             "seq_len": shape.seq_len,
@@ -71,17 +73,23 @@ class Plan:
         return self.already_done + len(self.unavailable) + sum(len(v.shapes) for v in self.variants)
 
 
+SOME_SHAPE = Shape(1, "dynamic")  # exclusion rules never look at the shape
+
+
 def suite_shapes(suite: Suite) -> list[Shape]:
     return [Shape(b, s) for b, s in product(suite.shapes.batch_sizes, suite.shapes.seq_lens)]
 
 
 def count_cells(suite: Suite, exporters: Registry, backends: Registry) -> int:
-    """How many rows a run of ``suite`` writes (each compatible backend, or one ``(none)`` row set)."""
-    per_exporter = [
-        max(1, sum(exporters.get(e.name).format in backends.get(b).formats for b in suite.backends))
-        for e in suite.exporters
-    ]
-    return len(suite.models) * sum(per_exporter) * len(suite.devices) * len(suite_shapes(suite))
+    """How many rows a run of ``suite`` writes (each compatible backend, or one ``(none)`` row set),
+    less the cells its ``exclude`` rules leave out."""
+    variants = 0
+    for model, entry, device in product(suite.models, suite.exporters, suite.devices):
+        artifact_format = exporters.get(entry.name).format_for(entry.options)
+        compatible = [b for b in suite.backends if artifact_format in backends.get(b.name).formats]
+        cells = [Variant(model.name, entry, b, device, ()) for b in compatible or [NO_BACKEND]]
+        variants += sum(not suite.excluded(v.base(SOME_SHAPE)) for v in cells)
+    return variants * len(suite_shapes(suite))
 
 
 def plan_cells(suite: Suite, exporters: Registry, backends: Registry, done: Iterable[tuple[str, ...]] = ()) -> Plan:
@@ -91,16 +99,19 @@ def plan_cells(suite: Suite, exporters: Registry, backends: Registry, done: Iter
     shapes = suite_shapes(suite)
     for model, entry in product(suite.models, suite.exporters):
         exporter = exporters.get(entry.name)
-        compatible = [b for b in suite.backends if exporter.format in backends.get(b).formats]
+        artifact_format = exporter.format_for(entry.options)
+        compatible = [b for b in suite.backends if artifact_format in backends.get(b.name).formats]
         if not compatible:  # one n/a row per shape says no backend can load this format
-            reason = f"no backend in the suite loads format '{exporter.format}'"
-            targets = [(Variant(model.name, entry, "(none)", d, ()), reason) for d in suite.devices]
+            reason = f"no backend in the suite loads format '{artifact_format}'"
+            targets = [(Variant(model.name, entry, NO_BACKEND, d, ()), reason) for d in suite.devices]
         else:
             targets = [
-                (Variant(model.name, entry, b, d, ()), _reason(exporter, backends.get(b), d))
+                (Variant(model.name, entry, b, d, ()), _reason(exporter, artifact_format, backends.get(b.name), b, d))
                 for b, d in product(compatible, suite.devices)
             ]
         for variant, reason in targets:
+            if suite.excluded(variant.base(SOME_SHAPE)):
+                continue
             todo = tuple(s for s in shapes if variant.cell(s) not in finished)
             plan.already_done += len(shapes) - len(todo)
             if reason:
@@ -110,9 +121,10 @@ def plan_cells(suite: Suite, exporters: Registry, backends: Registry, done: Iter
     return plan
 
 
-def _reason(exporter: Any, backend: Any, device: str) -> str | None:
+def _reason(exporter: Any, artifact_format: str, backend: Any, entry: BackendEntry, device: str) -> str | None:
     return (
         exporter.unavailable_reason()
         or backend.unavailable_reason(device)
-        or backend.cell_unavailable_reason(exporter.format, device)
+        or backend.cell_unavailable_reason(artifact_format, device)
+        or backend.options_unavailable_reason(backend.Options.model_validate(entry.options), device)
     )

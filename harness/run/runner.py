@@ -13,7 +13,6 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,18 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from harness.adapters import Artifact
 from harness.cache import ArtifactCache
 from harness.data.splits import load_split
-from harness.environment import collect_environment, environment_fingerprint, package_versions
+from harness.environment import collect_environment, environment_fingerprint
 from harness.errors import HarnessError
 from harness.measure.execute import CellTimes, ScoreTask, TimingTask, VariantJob, VariantOutcome, execute_variant
 from harness.measure.isolation import run_isolated
 from harness.measure.timing import Clock, PassPolicy
 from harness.models.pipeline import ModelPipeline
 from harness.registry import Registry
-from harness.results.build import CellContext, Scored, artifact_size_mb, failed_row, ok_row, round_matrix_ms
+from harness.results.build import Scored, failed_row, ok_row, round_matrix_ms
 from harness.results.rows import CellRow, ResultsWriter, cell_key, read_rows, rows_of_run
+from harness.run.exports import Judging, Ready, export_variant
 from harness.run.journal import RoundJournal
 from harness.run.models import PreparedModel, accuracy_shape, prepare_model
 from harness.run.plan import Plan, Shape, Variant, plan_cells
@@ -41,18 +40,6 @@ from harness.run.workloads import TimingInputs, Workloads
 from harness.suite import Suite
 
 log = logging.getLogger("harness")
-
-
-@dataclass(frozen=True)
-class Ready:
-    """An exported variant and what its cells are judged against."""
-
-    variant: Variant
-    artifact: Artifact
-    model: PreparedModel
-    context: CellContext
-    base: dict[str, Any]
-    batch_invariant: bool
 
 
 class Runner:
@@ -99,13 +86,18 @@ class Runner:
         log.info("eval set: %d sentences from %s", len(eval_split.texts), eval_split.origin)
         self.run_info["eval_origin"] = eval_split.origin
         self.workloads = Workloads(eval_split, suite.max_length, suite.timing)
-        built = ModelPipeline(suite, self.cache, eval_split).build_all()
+        self.pipeline = ModelPipeline(suite, self.cache, eval_split)
+        built = self.pipeline.build_all()
         models = {
             c.name: prepare_model(suite, c, built[c.name], eval_split, self.backends, self.workloads, self.cache)
             for c in suite.models
         }
-        self.labels = np.asarray(eval_split.labels)
-        self.teacher_logits = models[suite.baseline_model].reference_logits
+        self.judging = Judging(
+            labels=np.asarray(eval_split.labels),
+            teacher_logits=models[suite.baseline_model].reference_logits,
+            accuracy_gate=suite.accuracy_gate,
+            peaks=self.run_info["machine_peak"],  # the very dict the last round's remeasure updates
+        )
         with self._progress_bar(plan) as self.bar:
             self.unmeasured = [
                 failed_row({**c.base, "params": models[c.base["model"]].params}, "n/a", c.reason, self.run_info)
@@ -130,9 +122,10 @@ class Runner:
 
     def _check_required_devices(self) -> None:
         for device in self.suite.required_devices:
-            for name in self.suite.backends:
-                reason = self.backends.get(name).unavailable_reason(device)
+            for entry in self.suite.backends:
+                reason = self.backends.get(entry.name).unavailable_reason(device)
                 if reason:
+                    name = entry.display_name
                     raise HarnessError(f"device '{device}' is required by the suite but {name} cannot use it: {reason}")
 
     def _resume(self) -> set[tuple[str, ...]]:
@@ -164,14 +157,14 @@ class Runner:
     def _measure_peaks(self) -> dict[str, Any]:
         from harness.measure.peak import measure_peaks
 
-        runtimes = set()
-        for name in self.suite.backends:
-            backend = self.backends.get(name)
-            if backend.runtime and backend.unavailable_reason() is None:
-                runtimes.add(backend.runtime)
-        log.info("measuring the GEMM peak of %s", ", ".join(sorted(runtimes)) or "no runtime")
+        kernels = {}  # one GEMM per runtime, whichever of its backends measures it
+        for entry in self.suite.backends:
+            backend = self.backends.get(entry.name)
+            if backend.runtime and backend.runtime not in kernels and backend.unavailable_reason() is None:
+                kernels[backend.runtime] = backend.gemm_peak
+        log.info("measuring the GEMM peak of %s", ", ".join(sorted(kernels)) or "no runtime")
         size = self.suite.timing.peak_gemm_size
-        return measure_peaks(self.suite.threads, sorted(runtimes), repeats=10, sizes=(size // 2, size))
+        return measure_peaks(self.suite.threads, kernels, repeats=10, sizes=(size // 2, size))
 
     def _remeasure_peaks(self) -> None:
         """Measure again before the last round (no row is written before it) and keep each precision's
@@ -182,45 +175,31 @@ class Runner:
                 peaks[precision] = entry
 
     def _export(self, variant: Variant, model: PreparedModel) -> Ready | None:
-        exporter = self.exporters.get(variant.exporter.name)
-        base = {"model": variant.model, "exporter": variant.exporter.display_name, "params": model.params}
-        label = f"{variant.model}/{variant.exporter.display_name}"
         try:
-            options = exporter.Options.model_validate(variant.exporter.options)
-            key = self.cache.key(
-                exporter.name, exporter.code_version(), options.model_dump(), model.content_key, package_versions()
+            return export_variant(
+                variant,
+                model,
+                self.exporters.get(variant.exporter.name),
+                self.backends.get(variant.backend.name),
+                self.cache,
+                self.pipeline.calibration_data,
+                self.judging,
+                on_build=lambda label: self.bar.set_postfix_str(f"exporting {label}"),
             )
-            if self.cache.lookup("exports", key) is None:
-                self.bar.set_postfix_str(f"exporting {label}")
-                log.info("exporting %s", label)
-            build = lambda out: exporter.export(model.path, out, options)  # noqa: E731
-            path = self.cache.get_or_build("exports", key, build, {"label": label})
-            size_mb = artifact_size_mb(path)
         except Exception as error:  # one failed export must not stop the other variants
-            log.exception("export %s failed", label)
+            log.exception("export %s/%s failed", variant.model, variant.exporter.display_name)
+            base = {"model": variant.model, "exporter": variant.exporter.display_name, "params": model.params}
             for shape in variant.shapes:
                 reason = f"export failed: {type(error).__name__}: {error}"
                 self.unmeasured.append(failed_row({**variant.base(shape), **base}, "error", reason, self.run_info))
             return None
-        context = CellContext(
-            labels=self.labels,
-            teacher_logits=self.teacher_logits,
-            reference_logits=model.reference_logits,
-            accuracy_gate=self.suite.accuracy_gate,
-            # the measured peaks are the CPU's: a GPU cell has no limit to be a fraction of
-            peaks=self.run_info["machine_peak"] if variant.device == "cpu" else {},
-            lineage=model.lineage,
-            precision=exporter.precision,
-        )
-        artifact = Artifact(path, exporter.format, {"key": key})
-        sized = {**base, "size_mb": size_mb, "lineage": model.lineage}
-        return Ready(variant, artifact, model, context, sized, exporter.batch_invariant)
 
     def _run_rounds(self, ready: list[Ready]) -> None:
         rounds = self.suite.timing.rounds
         progress = {r.variant.cell(s): CellProgress() for r in ready for s in r.variant.shapes}
         self.scores: dict[str, dict[str, Any]] = {}
         self.score_errors: dict[str, dict[str, str]] = {}
+        self.notes: dict[str, list[dict[str, Any]]] = {}
         replay = self.journal.load()
         if replay:
             log.info("resuming: %d variant rounds replayed from %s", len(replay), self.journal.path)
@@ -246,7 +225,7 @@ class Runner:
     def _measure(self, item: Ready, round_index: int, progress: dict) -> tuple[VariantOutcome, float]:
         load_avg = os.getloadavg()[0]
         started = time.perf_counter()
-        outcome = self._execute(self._job(item, round_index, progress), item.variant.backend)
+        outcome = self._execute(self._job(item, round_index, progress), item.variant.backend.name)
         phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.phases.items())
         log.debug("round %d %s: %.1f s (%s)", round_index + 1, item.variant.name, time.perf_counter() - started, phases)
         self.journal.append(item.variant.name, round_index, outcome, load_avg)
@@ -268,9 +247,9 @@ class Runner:
         policy = PassPolicy(
             timing.seconds_per_cell, timing.warmup_passes, timing.min_passes, timing.max_passes, timing.seed
         )
-        return VariantJob(
-            item.variant.backend, item.artifact, item.variant.device, self.suite.threads, policy, tasks, scoring
-        )
+        backend = item.variant.backend
+        device, threads = item.variant.device, self.suite.threads
+        return VariantJob(backend.name, item.artifact, device, threads, policy, tasks, scoring, backend.options)
 
     def _timing_inputs(self, item: Ready, shape: Shape) -> TimingInputs:
         return self.workloads.for_timing(item.model.tokenizer, shape)
@@ -293,6 +272,8 @@ class Runner:
         if round_index == 0:
             self.scores[item.variant.name] = dict(outcome.scores)
             self.score_errors[item.variant.name] = dict(outcome.score_errors)
+        if outcome.notes:
+            self.notes.setdefault(item.variant.name, []).append({"round": round_index + 1, **outcome.notes})
         for shape in item.variant.shapes:
             cell = progress[item.variant.cell(shape)]
             times = outcome.cells.get(item.variant.cell(shape))
@@ -323,6 +304,7 @@ class Runner:
         scored = Scored(logits, where, error)
         workload = self._timing_inputs(item, shape).workload(cell.count or 0)
         extra = {"iterations": cell.timed_calls, "load_avg_1m": cell.load_avg, **cell.peak_memory()}
+        extra["backend_notes"] = self.notes.get(item.variant.name)
         matrix = round_matrix_ms(cell.passes)
         return ok_row(base, matrix, scored, workload, item.context, extra, self.run_info)
 
