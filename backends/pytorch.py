@@ -96,13 +96,19 @@ class PyTorchBackend(Backend):
                 warnings.simplefilter("ignore")
                 model = load_quantized(artifact.path)
         else:
-            from transformers import AutoModelForSequenceClassification
-
-            dtype = DTYPES.get(artifact.format, "float32")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype=getattr(torch, dtype))
+            model = load_transformers(artifact)
         return TorchSession(model.eval().to(device), device)
+
+
+def load_transformers(artifact: Artifact) -> Any:
+    """A ``save_pretrained`` classifier in the dtype its format names (FP32, FP16 or BF16)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    dtype = getattr(torch, DTYPES.get(artifact.format, "float32"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype=dtype)
 
 
 BACKEND = PyTorchBackend()

@@ -8,14 +8,14 @@ replays graphs that already exist, and ``describe`` reports what compiling cost.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
 
-from harness.adapters import Artifact, Backend, Options, Session
+from backends.pytorch import PyTorchBackend, load_transformers
+from harness.adapters import Artifact, Options, Session
 
 # Per-width compiles one graph per distinct (batch, width); dynamo's default limit of 8 graphs per
 # code object would silently run every later shape in eager. A cell's shapes are bounded by its
@@ -140,35 +140,20 @@ class CompiledSession(Session):
         }
 
 
-class TorchCompileBackend(Backend):
+class TorchCompileBackend(PyTorchBackend):
+    """The eager backend's availability, GEMM peak and model loading, with compiled sessions."""
+
     name = "torch-compile"
     formats = frozenset({"transformers", "transformers-bf16"})
-    devices = ("cpu", "cuda")
-    requires = ("torch", "transformers")
-    runtime = "torch"
     # Inductor generates kernels per shape, so a row's logits may differ in the last bits with the
     # batch's width or composition: one scoring cannot stand in for every shape
     keeps_batch_invariance = False
     Options = TorchCompileOptions
-    # transformers imports model classes lazily: name them, or every cell pays that import again
+    # the eager backend's imports, with this module instead of its own
     preload = (
-        "torch",
-        "transformers",
-        "transformers.modeling_utils",
-        "transformers.models.auto.modeling_auto",
-        "transformers.models.bert.modeling_bert",
+        *[m for m in PyTorchBackend.preload if m.startswith("transformers") or m == "torch"],
         "backends.torch_compile",
     )
-
-    def unavailable_reason(self, device: str | None = None) -> str | None:
-        reason = super().unavailable_reason(device)
-        if reason is None and device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
-                return f"no CUDA device (torch {torch.__version__}, {build})"
-        return reason
 
     def cell_unavailable_reason(self, artifact_format: str, device: str) -> str | None:
         if artifact_format == "transformers-bf16":
@@ -177,16 +162,8 @@ class TorchCompileBackend(Backend):
             return bf16_unavailable_reason(device)
         return None
 
-    def gemm_peak(self, threads: int, size: int, repeats: int) -> dict[str, tuple[float, str]]:
-        # compiled graphs call the same oneDNN/MKL GEMMs as eager torch: torch.mm bounds both, and a
-        # suite with only this torch backend must still measure the peak
-        from harness.measure.peak import torch_kernels
-
-        return torch_kernels(threads, size, repeats)
-
     def load(self, artifact: Artifact, device: str, threads: int, options: Options | None = None) -> CompiledSession:
         import torch
-        from transformers import AutoModelForSequenceClassification
 
         if options is None:
             options = TorchCompileOptions()
@@ -194,11 +171,7 @@ class TorchCompileBackend(Backend):
             raise TypeError(f"{self.name} takes {TorchCompileOptions.__name__}, not {type(options).__name__}")
         # set before compiling: Inductor's CPU kernels take their OpenMP thread count at codegen
         torch.set_num_threads(threads)
-        dtype = torch.bfloat16 if artifact.format == "transformers-bf16" else torch.float32
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype=dtype)
-        return CompiledSession(model.eval().to(device), device, options)
+        return CompiledSession(load_transformers(artifact).eval().to(device), device, options)
 
 
 BACKEND = TorchCompileBackend()
