@@ -139,6 +139,7 @@ class OpenVinoInt8(Exporter):
     format = "onnx"
     precision = "int8"
     needs_calibration = True
+    int8_attention = True  # every MatMul is quantized, the attention products included
     # fixed activation scales: a sentence scores the same alone, padded or in any batch (tested)
     batch_invariant = True
     Options = OpenVinoInt8Options

@@ -170,6 +170,8 @@ class CalibrationReader:
         self, calibration: CalibrationData, tokenizer: Any, input_names: list[str], samples: int, batch_size: int
     ) -> None:
         texts, _ = calibration.sample(samples, "calibration")
+        if not texts:
+            raise ValueError("the calibration part of the train split is empty")
         max_length = calibration.max_length
         lengths = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         ordered = [texts[i] for i in sorted(range(len(texts)), key=lambda i: len(lengths[i]))]
@@ -253,6 +255,7 @@ class OrtStaticInt8(Exporter):
     Options = OrtStaticInt8Options
     requires = ("optimum.exporters.onnx", "onnx", "onnxruntime")
     needs_calibration = True
+    int8_attention = True  # every MatMul is quantized, the attention products included
     # fixed activation scales: unlike dynamic INT8 a sentence's logits cannot depend on its batch
     batch_invariant = True
 

@@ -114,6 +114,8 @@ class Exporter(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     # the arithmetic the artifact runs in (picks the peak it is measured against)
     precision: ClassVar[str] = "fp32"
+    # True where the artifact quantizes the attention products (Q.K^T, probs.V) too, not only Linear layers
+    int8_attention: ClassVar[bool] = False
     # True for exporters that calibrate on train data: ``export`` then gets a ``CalibrationData``
     needs_calibration: ClassVar[bool] = False
     # True only where predictions cannot depend on batch composition or padding (tests prove it);
@@ -200,8 +202,12 @@ class Backend(ABC):
 
     def gemm_peak(self, threads: int, size: int, repeats: int) -> dict[str, tuple[float, str]]:
         """Best seconds of a ``size``-square GEMM per precision in this runtime, with the kernel's
-        name: {"fp32": (seconds, "MatMul")}. Empty when the backend measures no peak of its own."""
-        return {}
+        name: {"fp32": (seconds, "MatMul")}. The harness measures torch and ONNX Runtime for a backend
+        that declares that ``runtime`` without a method of its own; other runtimes give none."""
+        from harness.measure import peak
+
+        kernels = {"torch": peak.torch_kernels, "onnxruntime": peak.onnxruntime_kernels}.get(self.runtime or "")
+        return kernels(threads, size, repeats) if kernels else {}
 
     def unavailable_reason(self, device: str | None = None) -> str | None:
         """Why this backend cannot run at all (or on ``device``); None when it can."""

@@ -55,7 +55,9 @@ def gpu_name() -> str | None:
     return str(torch.cuda.get_device_name(0))
 
 
-def collect_environment(threads: int) -> dict[str, Any]:
+def collect_environment(threads: int, adapter_versions: dict[str, str] | None = None) -> dict[str, Any]:
+    """The machine and software a run measured on; ``adapter_versions`` adds the packages the suite's
+    adapters run (openvino, nncf, ...) to the fixed list, so a changed runtime is a changed environment."""
     return {
         "host": socket.gethostname(),
         **cpu_info(),
@@ -64,7 +66,7 @@ def collect_environment(threads: int) -> dict[str, Any]:
         "gpu": gpu_name(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "versions": package_versions(),
+        "versions": {**(adapter_versions or {}), **package_versions()},
         "git_commit": git_commit(),
     }
 

@@ -176,10 +176,17 @@ def _check_task(suite: Suite, file: str, hub_reachable: bool, facts: dict[str, M
     warn_if_one_class(str(scan.path), task.split, scan.labels[: task.max_samples])
     _check_label_range(file, "eval", scan, list(enumerate(suite.models)), facts)
     trained = [(index, m) for index, m in enumerate(suite.models) if m.stage in TRAINING_STAGES]
-    if trained:
+    calibrates = any(getattr(_exporter(e.name), "needs_calibration", False) for e in suite.exporters)
+    if trained or calibrates:  # static quantization calibrates on the train split too
         scan = _scan_split(task, file, task.train_split, "task.train_split")
         warn_if_one_class(str(scan.path), task.train_split, scan.labels)
         _check_label_range(file, "train", scan, trained, facts)
+
+
+def _exporter(name: str) -> object | None:
+    from harness.registry import exporters
+
+    return exporters().entries().get(name)
 
 
 def _scan_split(task: TaskConfig, file: str, split: str, key: str) -> SplitScan:
@@ -246,15 +253,23 @@ def _check_baseline(suite: Suite, file: str, registries: tuple[Any, Any] | None)
             f"(it loads {', '.join(sorted(backend.formats))})",
         )
     reasons = []
+    options = backend.Options.model_validate(backend_entry.options)
     for device in sorted(suite.devices, key=lambda d: d != "cpu"):  # cpu first: cuda checks import torch
-        reason = backend.unavailable_reason(device) or backend.cell_unavailable_reason(artifact_format, device)
+        cell = {"model": suite.baseline_model, "exporter": entry.display_name, "backend": backend_entry.display_name}
+        reason = (
+            ("excluded by the suite" if suite.excluded({**cell, "device": device}) else None)
+            or backend.unavailable_reason(device)
+            or backend.cell_unavailable_reason(artifact_format, device)
+            or backend.options_unavailable_reason(options, device)
+        )
         if reason is None:
             return
         reasons.append(f"{device}: {reason}")
     raise SuiteError(
         file,
         "baseline",
-        f"the baseline cell ({suite.baseline.exporter} on {backend.name}) can run on none of the suite's devices "
+        f"the baseline cell ({suite.baseline.exporter} on {backend_entry.display_name}) can run on none of the "
+        "suite's devices "
         f"({'; '.join(reasons)})",
     )
 

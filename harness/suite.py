@@ -310,7 +310,7 @@ class Suite(Strict):
         ]
         fail("baseline", problems)
         rules, devices = info.data.get("exclude") or [], info.data.get("devices") or []
-        cell = {"model": baseline.model or (models[0].name if models else None), **baseline.model_dump()}
+        cell = {**baseline.model_dump(), "model": baseline.model or (models[0].name if models else None)}
         if rules and devices and all(any(r.matches({**cell, "device": d}) for r in rules) for d in devices):
             fail("baseline", [((), "the baseline cell is excluded on every device", baseline.backend)])
         return baseline

@@ -90,6 +90,8 @@ def test_an_empty_exclude_keeps_the_hash_of_a_suite_without_one() -> None:
         ([{"exporter": "ort-int8"}], "exclude[0].exporter", "unknown exporter 'ort-int8'"),
         ([{}], "exclude[0]", "needs at least one of model, exporter, backend, device"),
         ([{"exporter": "eager-fp32", "backend": "pytorch"}], "baseline", "excluded on every device"),
+        # the baseline's model is the first model when the baseline names none
+        ([{"model": "tiny", "backend": "pytorch"}], "baseline", "excluded on every device"),
     ],
 )
 def test_bad_exclude_rules_name_their_key(rules: list, key_path: str, fragment: str) -> None:
@@ -104,3 +106,23 @@ def test_backend_options_are_checked_by_the_backend() -> None:
     with pytest.raises(SuiteError) as raised:
         parse(backends=bad)
     assert raised.value.key_path == "backends[3].options.precision"
+
+
+def test_base_gemm_peak_measures_the_declared_runtime_for_older_backends() -> None:
+    """A drop-in that declares ``runtime = "onnxruntime"`` without a ``gemm_peak`` of its own still
+    gets ONNX Runtime's peak, as before backends measured their own."""
+    from harness.adapters import Backend
+
+    class OldStyle(Backend):
+        name, formats, runtime = "old-style", frozenset({"onnx"}), "onnxruntime"
+
+        def load(self, artifact, device, threads):  # the three-argument contract
+            raise NotImplementedError
+
+    found = OldStyle().gemm_peak(1, 64, 1)
+    assert set(found) == {"fp32", "int8"} and all(seconds > 0 for seconds, _ in found.values())
+
+    class Unknown(OldStyle):
+        runtime = "tensorrt"
+
+    assert Unknown().gemm_peak(1, 64, 1) == {}

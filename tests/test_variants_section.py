@@ -45,6 +45,6 @@ def test_section_has_one_line_per_variant_and_skips_rows_without_provenance() ->
     lines = section.splitlines()
     assert lines[0] == "## Variants"
     assert lines[4:] == [
-        "| m / onnx-fp32 / openvino | openvino 1.0 | backend: num_streams=1 | inference_precision f32 |"
+        "| m / onnx-fp32 / openvino / cpu | openvino 1.0 | backend: num_streams=1 | inference_precision f32 |"
     ]
     assert variants_section(pd.DataFrame([rows[2]])) == ""

@@ -107,13 +107,20 @@ def execute_variant(job: VariantJob, clock: Clock = time.perf_counter) -> Varian
         timing_seconds = time.perf_counter() - loaded - scorer.seconds  # less the scoring done between cells
         scores, score_errors = scorer.finish()
         phases = {"load": loaded - started, "time": timing_seconds, "score": scorer.seconds}
-        notes = session.describe()
+        notes = _describe(session)
         return VariantOutcome("ok", None, cells, scores, probe.report(), phases, score_errors, notes)
     except Exception as error:  # reported as this variant's error rows; the run goes on
         return VariantOutcome("error", describe_error(error), memory=probe.report())
     finally:
         if session is not None:
             session.close()
+
+
+def _describe(session: Any) -> dict[str, Any]:
+    try:
+        return dict(session.describe())
+    except Exception as error:  # what the session says of itself must not cost its timings
+        return {"describe_error": describe_error(error)}
 
 
 def _load(backend: Any, job: VariantJob) -> Any:

@@ -51,13 +51,16 @@ def encoder_flops(lineage: Mapping[str, Any], width: int, batch_size: int) -> fl
 
 
 def flops_by_precision(
-    lineage: Mapping[str, Any], shapes: Sequence[tuple[int, int]], precision: str
+    lineage: Mapping[str, Any], shapes: Sequence[tuple[int, int]], precision: str, int8_attention: bool = False
 ) -> dict[str, float]:
     """Mean FLOPs per call over ``(batch, width)`` shapes, split by the precision that runs them.
 
-    INT8 variants quantise the Linear layers only: the attention products stay in FP32.
+    Dynamic INT8 quantises the Linear layers only: the attention products stay in FP32. Static
+    INT8 graphs that quantise every MatMul (``int8_attention``) run those in INT8 too.
     """
     linear, attention = np.mean([_split_flops(lineage, width, batch) for batch, width in shapes], axis=0)
+    if precision == "int8" and int8_attention:
+        return {"int8": float(linear + attention)}
     if precision == "int8":
         return {"int8": float(linear), "fp32": float(attention)}
     return {precision: float(linear + attention)}

@@ -31,6 +31,7 @@ class CellContext:
     peaks: Mapping[str, Mapping[str, Any]]
     lineage: Mapping[str, Any]
     precision: str
+    int8_attention: bool = False  # the attention products run in INT8 too (static INT8 graphs)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def accuracy_fields(scored: Scored, context: CellContext) -> dict[str, Any]:
 
 
 def compute_fields(mean_ms: float, workload: Workload, context: CellContext) -> dict[str, Any]:
-    flops = flops_by_precision(context.lineage, workload.shapes, context.precision)
+    flops = flops_by_precision(context.lineage, workload.shapes, context.precision, context.int8_attention)
     seconds = mean_ms / 1000.0
     fraction = peak_fraction(flops, seconds, context.peaks)
     sources = [context.peaks[p]["source"] for p in flops if p in context.peaks]

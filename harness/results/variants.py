@@ -15,7 +15,9 @@ CELL_LIMIT = 160
 def variants_section(frame: pd.DataFrame) -> str:
     """``## Variants``: one line per model x exporter x backend that has versions, options or notes."""
     lines = []
-    for (model, exporter, backend), group in frame.groupby(["model", "exporter", "backend"], sort=False):
+    several_machines = "hardware" in frame and frame["hardware"].nunique() > 1
+    keys = ["model", "exporter", "backend", "device"] + (["hardware"] if several_machines else [])
+    for names, group in frame.groupby(keys, sort=False):
         first = group.iloc[0]
         versions = first.get("versions") if "versions" in group else None
         options = first.get("adapter_options") if "adapter_options" in group else None
@@ -23,7 +25,7 @@ def variants_section(frame: pd.DataFrame) -> str:
         if not (_is_mapping(versions) or _is_mapping(options) or notes):
             continue
         cells = [
-            f"{model} / {exporter} / {backend}",
+            " / ".join(str(n) for n in names),
             describe_versions(versions),
             describe_options(options),
             describe_notes(notes or []),

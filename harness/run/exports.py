@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.adapters import Artifact, CalibrationData
 from harness.cache import ArtifactCache
-from harness.environment import package_versions
+from harness.environment import PACKAGES, package_versions
 from harness.results.build import CellContext, artifact_size_mb
 from harness.run.models import PreparedModel
 from harness.run.plan import Variant
@@ -62,6 +62,9 @@ def export_variant(
         model.content_key,
         package_versions(),
         *([data.content_key, data.seed, data.max_length] if data else []),
+        # the exporter's packages beyond the fixed list (nncf, openvino): absent for older exporters,
+        # so their keys, and their cached artifacts, stay as they were
+        *([extra] if (extra := {k: v for k, v in exporter.versions().items() if k not in PACKAGES}) else []),
     )
     if cache.lookup("exports", key) is None:
         on_build(label)
@@ -83,6 +86,7 @@ def export_variant(
         peaks=judging.peaks if variant.device == "cpu" else {},
         lineage=model.lineage,
         precision=backend.precision(exporter.precision, backend_options),
+        int8_attention=exporter.int8_attention,
     )
     base = {
         "model": variant.model,

@@ -77,7 +77,7 @@ class Runner:
     def run(self) -> list[CellRow]:
         suite = self.suite
         self._check_required_devices()
-        env = collect_environment(suite.threads)
+        env = collect_environment(suite.threads, self._adapter_versions())
         self.run_info.update(env=env, env_fingerprint=environment_fingerprint(env))
         done = self._resume()
         plan = plan_cells(suite, self.exporters, self.backends, done)
@@ -120,9 +120,16 @@ class Runner:
             bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}{postfix}]",
         )
 
+    def _adapter_versions(self) -> dict[str, str]:
+        adapters = [self.exporters.get(e.name) for e in self.suite.exporters]
+        adapters += [self.backends.get(b.name) for b in self.suite.backends]
+        return dict(sorted({k: v for adapter in adapters for k, v in adapter.versions().items()}.items()))
+
     def _check_required_devices(self) -> None:
         for device in self.suite.required_devices:
             for entry in self.suite.backends:
+                if device not in self.backends.get(entry.name).devices:
+                    continue  # a CPU-only runtime (OpenVINO) gives n/a rows there, by design
                 reason = self.backends.get(entry.name).unavailable_reason(device)
                 if reason:
                     name = entry.display_name
