@@ -1,7 +1,7 @@
 """The source model with BF16 weights: native on CPUs with AVX512-BF16 or AMX, and on Ampere+ GPUs.
 
 Elsewhere BF16 matmuls are emulated (converted to FP32 and back), slower than FP32 itself, so the
-backends that load this format ask ``bf16_unavailable_reason`` before running it.
+backends that load this format ask ``harness.environment.bf16_unavailable_reason`` before running it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from pathlib import Path
 
 from exporters._common import copy_tokenizer, load_hf_classifier
 from harness.adapters import Exporter, Options
-from harness.environment import bf16_unavailable_reason  # noqa: F401  (the backends' check, kept importable here)
 
 
 class EagerBF16(Exporter):

@@ -52,7 +52,7 @@ def preflight(
     checks = (
         lambda: _check_lineage(suite, file, facts),
         lambda: _check_positions(suite, file, facts),
-        lambda: _check_task(suite, file, hub_reachable, facts),
+        lambda: _check_task(suite, file, hub_reachable, facts, registries),
         lambda: _check_baseline(suite, file, registries),
         lambda: _check_output(suite, file, out_dir),
     )
@@ -168,7 +168,9 @@ def _check_positions(suite: Suite, file: str, facts: dict[str, ModelFacts]) -> N
                 )
 
 
-def _check_task(suite: Suite, file: str, hub_reachable: bool, facts: dict[str, ModelFacts]) -> None:
+def _check_task(
+    suite: Suite, file: str, hub_reachable: bool, facts: dict[str, ModelFacts], registries: tuple[Any, Any] | None
+) -> None:
     task = suite.task  # task.dataset is a well-formed hub id: the schema checks it
     if task.source == "hub" or (task.source == "auto" and task.dataset and hub_reachable):
         return  # the hub copy is checked by datasets itself
@@ -176,17 +178,19 @@ def _check_task(suite: Suite, file: str, hub_reachable: bool, facts: dict[str, M
     warn_if_one_class(str(scan.path), task.split, scan.labels[: task.max_samples])
     _check_label_range(file, "eval", scan, list(enumerate(suite.models)), facts)
     trained = [(index, m) for index, m in enumerate(suite.models) if m.stage in TRAINING_STAGES]
-    calibrates = any(getattr(_exporter(e.name), "needs_calibration", False) for e in suite.exporters)
+    calibrates = any(
+        getattr(_exporters(registries).entries().get(e.name), "needs_calibration", False) for e in suite.exporters
+    )
     if trained or calibrates:  # static quantization calibrates on the train split too
         scan = _scan_split(task, file, task.train_split, "task.train_split")
         warn_if_one_class(str(scan.path), task.train_split, scan.labels)
         _check_label_range(file, "train", scan, trained, facts)
 
 
-def _exporter(name: str) -> object | None:
+def _exporters(registries: tuple[Any, Any] | None) -> Any:
     from harness.registry import exporters
 
-    return exporters().entries().get(name)
+    return registries[0] if registries else exporters()
 
 
 def _scan_split(task: TaskConfig, file: str, split: str, key: str) -> SplitScan:
@@ -231,9 +235,9 @@ def _check_label_range(
 
 def _check_baseline(suite: Suite, file: str, registries: tuple[Any, Any] | None) -> None:
     """The baseline cell must be runnable: every other cell is judged relative to it."""
-    from harness.registry import BrokenAdapter, backends, exporters
+    from harness.registry import BrokenAdapter, backends
 
-    exporter_registry, backend_registry = registries or (exporters(), backends())
+    exporter_registry, backend_registry = _exporters(registries), (registries[1] if registries else backends())
     entry = next((e for e in suite.exporters if e.display_name == suite.baseline.exporter), None)
     backend_entry = next((b for b in suite.backends if b.display_name == suite.baseline.backend), None)
     exporter = exporter_registry.entries().get(entry.name) if entry else None

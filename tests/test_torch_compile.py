@@ -211,7 +211,7 @@ def test_torch_compile_loads_bf16_artifact_in_bf16(backend: Any, bf16_dir: Path)
 
 
 def test_bf16_unavailable_reason_reads_cpu_flags(tmp_path: Path, backend: Any) -> None:
-    from exporters.eager_bf16 import bf16_unavailable_reason
+    from harness.environment import bf16_unavailable_reason
 
     plain = tmp_path / "plain"
     plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n\nprocessor\t: 1\n", encoding="utf-8")

@@ -179,6 +179,3 @@ def best_seconds(call: Callable[[], object], repeats: int) -> float:
         call()
         best = min(best, time.perf_counter() - start)
     return best
-
-
-_best_seconds = best_seconds  # the name adapters written before it was public import

@@ -38,14 +38,20 @@ class Variant:
 
     @property
     def name(self) -> str:
-        return f"{self.model}/{self.exporter.display_name}/{self.backend.display_name}/{self.device}"
+        return "/".join(self.names().values())
 
-    def base(self, shape: Shape) -> dict[str, Any]:
+    def names(self) -> dict[str, str]:
+        """Model, exporter, backend and device by display name: what ``exclude`` rules match."""
         return {
             "model": self.model,
             "exporter": self.exporter.display_name,
             "backend": self.backend.display_name,
             "device": self.device,
+        }
+
+    def base(self, shape: Shape) -> dict[str, Any]:
+        return {
+            **self.names(),
             "batch_size": shape.batch_size,
             "seq_len": shape.seq_len,
         }
@@ -73,9 +79,6 @@ class Plan:
         return self.already_done + len(self.unavailable) + sum(len(v.shapes) for v in self.variants)
 
 
-SOME_SHAPE = Shape(1, "dynamic")  # exclusion rules never look at the shape
-
-
 def suite_shapes(suite: Suite) -> list[Shape]:
     return [Shape(b, s) for b, s in product(suite.shapes.batch_sizes, suite.shapes.seq_lens)]
 
@@ -88,7 +91,7 @@ def count_cells(suite: Suite, exporters: Registry, backends: Registry) -> int:
         artifact_format = exporters.get(entry.name).format_for(entry.options)
         compatible = [b for b in suite.backends if artifact_format in backends.get(b.name).formats]
         cells = [Variant(model.name, entry, b, device, ()) for b in compatible or [NO_BACKEND]]
-        variants += sum(not suite.excluded(v.base(SOME_SHAPE)) for v in cells)
+        variants += sum(not suite.excluded(v.names()) for v in cells)
     return variants * len(suite_shapes(suite))
 
 
@@ -110,7 +113,7 @@ def plan_cells(suite: Suite, exporters: Registry, backends: Registry, done: Iter
                 for b, d in product(compatible, suite.devices)
             ]
         for variant, reason in targets:
-            if suite.excluded(variant.base(SOME_SHAPE)):
+            if suite.excluded(variant.names()):
                 continue
             todo = tuple(s for s in shapes if variant.cell(s) not in finished)
             plan.already_done += len(shapes) - len(todo)
