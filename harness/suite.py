@@ -105,6 +105,10 @@ class TaskConfig(Strict):
     max_samples: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
     # string labels in the data ("positive") as class ids; integer labels need none
     label_map: Annotated[dict[Text, ClassId], Field(min_length=1, max_length=1000)] | None = None
+    # whole train sentences held out to judge trained models by (a search, a recipe), at most a
+    # tenth of the train rows; the eval split is looked at only for the report
+    validation_sentences: Annotated[int, Field(ge=0, le=1_000_000)] = 500
+    validation_seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
 
     @model_validator(mode="after")
     def _needs_a_source(self) -> TaskConfig:
@@ -216,6 +220,23 @@ class BaselineConfig(Strict):
     backend: SafeName = "pytorch"  # a backend's display name (its label, or its name)
 
 
+def _classes_inherited(models: list[ModelConfig]) -> list[ModelConfig]:
+    """A compressed model classifies into its parent's classes: ``num_labels`` follows the parent
+    unless given, and a different value is an error (a student cannot learn classes it never saw)."""
+    done: dict[str, ModelConfig] = {}
+    problems = []
+    for index, model in enumerate(models):
+        parent = done.get(model.parent or "")
+        if parent is not None and model.num_labels != parent.num_labels:
+            if "num_labels" in model.model_fields_set:
+                text = f"{model.name!r} compresses {parent.name!r}, which has {parent.num_labels} classes"
+                problems.append(((index, "num_labels"), text, model.num_labels))
+            model = model.model_copy(update={"num_labels": parent.num_labels})
+        done[model.name] = model
+    fail("models", problems)
+    return list(done.values())
+
+
 class Suite(Strict):
     name: SafeName
     description: Annotated[str, Field(max_length=2000)] = ""
@@ -250,7 +271,7 @@ class Suite(Strict):
         problems = [((i, "name"), text, name) for i, text, name in duplicates(names)]
         problems += [((i, "parent"), text, p) for i, text, p in parent_problems(names, [m.parent for m in models])]
         fail("models", problems)
-        return models
+        return _classes_inherited(models)
 
     @field_validator("exporters", "backends")
     @classmethod

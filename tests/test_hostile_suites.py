@@ -113,7 +113,7 @@ CASES: dict[str, tuple[str, list[tuple[str, str]]]] = {
         [
             ("models[0].finetune.epochs", "valid number (got True)"),
             ("models[0].finetune.learning_rate", "finite number"),
-            ("models[0].finetune.bf16", "valid boolean (got 'yes')"),
+            ("models[0].finetune.bf16", "true, false or 'auto' (got 'yes')"),
         ],
     ),
     "exporter-option-int-as-bool": (

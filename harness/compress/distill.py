@@ -20,15 +20,17 @@ import torch.nn.functional as F
 
 from harness.compress.batching import Encoded, encode
 from harness.compress.options import DistillOptions
+from harness.compress.trainer_loop import trainer_train_loop
 from harness.compress.training import (
+    Checkpoint,
     accuracy,
     options_dict,
     predict_logits,
+    resolve_bf16,
     resolve_device,
     set_seed,
     subsample,
     subset,
-    train_loop,
 )
 
 _LAYER_KEY = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
@@ -105,7 +107,21 @@ def compute_teacher_logits(
     dev = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).to(dev).eval()
-    return predict_logits(model, encode(tokenizer, texts, max_length), batch_size, dev, bf16)
+    return predict_logits(model, encode(tokenizer, texts, max_length), batch_size, dev, bf16, desc="teacher logits")
+
+
+def _attention_mse(s_maps, t_maps, layer_map: Sequence[int], mask: torch.Tensor) -> torch.Tensor:
+    # Attention probabilities [batch, heads, query, key] of student layer i against teacher layer
+    # layer_map[i] (TinyBERT); rows and columns of padding are left out, heads must match.
+    pair = (mask.unsqueeze(-1) * mask.unsqueeze(-2)).unsqueeze(1).float()
+    denom = pair.sum() * s_maps[0].shape[1]
+    total = s_maps[0].new_zeros((), dtype=torch.float32)
+    for i, t_layer in enumerate(layer_map):
+        if s_maps[i].shape != t_maps[t_layer].shape:
+            raise ValueError("attention_loss_weight needs the student's heads to match the teacher's (unpruned)")
+        diff = (s_maps[i].float() - t_maps[t_layer].float()) * pair
+        total = total + diff.pow(2).sum() / denom
+    return total / len(layer_map)
 
 
 def _hidden_mse(s_states, t_states, layer_map: Sequence[int], mask: torch.Tensor) -> torch.Tensor:
@@ -138,40 +154,44 @@ def train_with_distillation(
     weight_decay: float = 0.01,
     teacher: torch.nn.Module | None = None,
     hidden_loss_weight: float = 0.0,
+    attention_loss_weight: float = 0.0,
     layer_map: Sequence[int] | None = None,
     desc: str = "distill",
+    checkpoint: Checkpoint | None = None,
 ) -> dict:
     """The distillation loop proper; used by :func:`distill` and by pruning recovery.
 
     ``labels``/``teacher_logits`` are indexed by position in ``encoded``. When ``teacher`` is
-    given it runs per batch (needed for the hidden-state loss, and supplies logits when
-    ``teacher_logits`` is None).
+    given it runs per batch (needed for the hidden-state and attention losses, and supplies
+    logits when ``teacher_logits`` is None).
     """
-    use_hidden = hidden_loss_weight > 0
-    if use_hidden and (teacher is None or layer_map is None):
-        raise ValueError("hidden_loss_weight > 0 needs the teacher model and a layer_map")
+    use_hidden, use_attention = hidden_loss_weight > 0, attention_loss_weight > 0
+    if (use_hidden or use_attention) and (teacher is None or layer_map is None):
+        raise ValueError("hidden or attention losses need the teacher model and a layer_map")
     if teacher_logits is None and teacher is None:
         raise ValueError("need teacher_logits or a teacher model")
     if teacher is not None:
         teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+    outputs = {"output_hidden_states": use_hidden, "output_attentions": use_attention}
 
     def step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], idx: np.ndarray) -> torch.Tensor:
-        out = model(**batch, output_hidden_states=use_hidden)
+        out = model(**batch, **outputs)
         t_out = None
-        if teacher is not None and (use_hidden or teacher_logits is None):
+        if teacher is not None and (use_hidden or use_attention or teacher_logits is None):
             with torch.no_grad():
-                t_out = teacher(**batch, output_hidden_states=use_hidden)
+                t_out = teacher(**batch, **outputs)
         t_logits = teacher_logits[idx].to(device) if teacher_logits is not None else t_out.logits
         loss = distillation_loss(out.logits, t_logits, labels[idx].to(device), temperature, alpha)
+        mask = batch["attention_mask"]
         if use_hidden:
-            loss = loss + hidden_loss_weight * _hidden_mse(
-                out.hidden_states, t_out.hidden_states, layer_map, batch["attention_mask"]
-            )
+            loss = loss + hidden_loss_weight * _hidden_mse(out.hidden_states, t_out.hidden_states, layer_map, mask)
+        if use_attention:
+            loss = loss + attention_loss_weight * _attention_mse(out.attentions, t_out.attentions, layer_map, mask)
         return loss
 
-    return train_loop(
+    return trainer_train_loop(
         student,
         encoded,
         step_loss,
@@ -184,6 +204,7 @@ def train_with_distillation(
         device=device,
         bf16=bf16,
         desc=desc,
+        checkpoint=checkpoint,
     )
 
 
@@ -194,18 +215,21 @@ def distill(
     options: DistillOptions,
     out_dir: Path,
     teacher_logits: np.ndarray | None = None,
-    eval_texts: Sequence[str] | None = None,
-    eval_labels: Sequence[int] | None = None,
+    validation_texts: Sequence[str] | None = None,
+    validation_labels: Sequence[int] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict:
     """Build a student from ``options.layers`` of the teacher and distil it; save to ``out_dir``.
 
     ``teacher_logits``, if given, must align with ``texts`` (full list, before subsampling).
+    The validation texts (held out of the train split) only score the result.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if len(texts) != len(labels):
         raise ValueError("texts and labels differ in length")
     device = resolve_device(options.device)
+    bf16 = resolve_bf16(options.bf16, options.device)
     set_seed(options.seed)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
@@ -217,20 +241,21 @@ def distill(
         "stage": "distill",
         "options": options_dict(options),
         "train_samples": len(idx),
+        "training_precision": "bf16" if bf16 else "fp32",
         "teacher_dir": str(teacher_dir),
     }
 
-    t_logits = None
     if teacher_logits is not None:
         if len(teacher_logits) != len(texts):
             raise ValueError("teacher_logits must have one row per text")
         t_logits = torch.as_tensor(np.asarray(teacher_logits)[idx], dtype=torch.float32)
-    elif options.hidden_loss_weight <= 0:
+    else:
         start = time.perf_counter()
-        t_logits = torch.as_tensor(predict_logits(teacher.to(device), enc, 128, device, options.bf16))
+        t_logits = torch.as_tensor(predict_logits(teacher.to(device), enc, 128, device, bf16, desc="teacher logits"))
         report["teacher_logits_seconds"] = time.perf_counter() - start
     y = torch.tensor([int(labels[int(i)]) for i in idx], dtype=torch.long)
 
+    per_batch_teacher = options.hidden_loss_weight > 0 or options.attention_loss_weight > 0
     stats = train_with_distillation(
         student,
         enc,
@@ -243,24 +268,38 @@ def distill(
         batch_size=options.batch_size,
         seed=options.seed,
         device=device,
-        bf16=options.bf16,
+        bf16=bf16,
         warmup_ratio=options.warmup_ratio,
         weight_decay=options.weight_decay,
-        teacher=teacher if options.hidden_loss_weight > 0 else None,
+        teacher=teacher if per_batch_teacher else None,
         hidden_loss_weight=options.hidden_loss_weight,
+        attention_loss_weight=options.attention_loss_weight,
         layer_map=list(options.layers),
+        checkpoint=checkpoint,
     )
     report.update(stats)
-    if eval_texts is not None and eval_labels is not None:
-        logits = predict_logits(
-            student, encode(tokenizer, eval_texts, options.max_length), device=device, bf16=options.bf16
-        )
-        report["eval_accuracy"] = accuracy(logits, eval_labels)
-        report["eval_samples"] = len(eval_labels)
+    report.update(validation_report(student, tokenizer, options.max_length, validation_texts, validation_labels))
+    save_model(student, tokenizer, out_dir, report)
+    return report
 
+
+def validation_report(
+    model: torch.nn.Module,
+    tokenizer,
+    max_length: int,
+    texts: Sequence[str] | None,
+    labels: Sequence[int] | None,
+) -> dict:
+    """Accuracy on the train split's held-out slice (empty when none was given)."""
+    if texts is None or labels is None or not len(texts):
+        return {}
+    logits = predict_logits(model, encode(tokenizer, texts, max_length))
+    return {"validation_accuracy": accuracy(logits, labels), "validation_samples": len(labels)}
+
+
+def save_model(model: torch.nn.Module, tokenizer, out_dir: Path, report: dict) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    student.to("cpu").save_pretrained(out_dir, safe_serialization=True)
+    model.to("cpu").save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "compress_report.json").write_text(json.dumps(report, indent=2))
-    return report

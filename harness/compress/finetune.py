@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from harness.compress.batching import encode
+from harness.compress.distill import save_model, validation_report
 from harness.compress.options import FinetuneOptions
+from harness.compress.trainer_loop import trainer_train_loop
 from harness.compress.training import (
-    accuracy,
     options_dict,
-    predict_logits,
+    resolve_bf16,
     resolve_device,
     set_seed,
     subsample,
     subset,
-    train_loop,
 )
 
 
@@ -29,18 +28,20 @@ def finetune(
     num_labels: int,
     options: FinetuneOptions,
     out_dir: Path,
-    eval_texts: Sequence[str] | None = None,
-    eval_labels: Sequence[int] | None = None,
+    validation_texts: Sequence[str] | None = None,
+    validation_labels: Sequence[int] | None = None,
 ) -> dict:
     """Fine-tune ``base_dir`` (any encoder checkpoint) with a fresh classification head.
 
-    Saves model (safetensors) + tokenizer to ``out_dir`` and returns a JSON-able report.
+    Saves model (safetensors) + tokenizer to ``out_dir`` and returns a JSON-able report; the
+    validation texts (held out of the train split) only score the result.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if len(texts) != len(labels):
         raise ValueError("texts and labels differ in length")
     device = resolve_device(options.device)
+    bf16 = resolve_bf16(options.bf16, options.device)
     set_seed(options.seed)  # the new head's random init must be reproducible too
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=num_labels)
@@ -53,7 +54,7 @@ def finetune(
         logits = m(**batch).logits.float()
         return torch.nn.functional.cross_entropy(logits, y[bidx].to(logits.device))
 
-    stats = train_loop(
+    stats = trainer_train_loop(
         model,
         enc,
         step_loss,
@@ -64,21 +65,17 @@ def finetune(
         weight_decay=options.weight_decay,
         seed=options.seed,
         device=device,
-        bf16=options.bf16,
+        bf16=bf16,
         desc="finetune",
     )
-    report = {"stage": "finetune", "options": options_dict(options), "train_samples": len(idx), **stats}
-    if eval_texts is not None and eval_labels is not None:
-        logits = predict_logits(
-            model, encode(tokenizer, eval_texts, options.max_length), device=device, bf16=options.bf16
-        )
-        report["eval_accuracy"] = accuracy(logits, eval_labels)
-        report["eval_samples"] = len(eval_labels)
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.to("cpu").save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    report["base_dir"] = str(base_dir)
-    (out_dir / "compress_report.json").write_text(json.dumps(report, indent=2))
+    report = {
+        "stage": "finetune",
+        "options": options_dict(options),
+        "train_samples": len(idx),
+        "training_precision": "bf16" if bf16 else "fp32",
+        "base_dir": str(base_dir),
+        **stats,
+    }
+    report.update(validation_report(model, tokenizer, options.max_length, validation_texts, validation_labels))
+    save_model(model, tokenizer, out_dir, report)
     return report

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
+from harness.compress.search_options import SearchOptions, validate_space
 from harness.suite_rules import MAX_SEED, STRICT, duplicates, fail
+
+# with bf16: auto, bf16 autocast must beat fp32 by this factor to be chosen: a close call is not
+# worth the rounding
+BF16_MARGIN = 1.2
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -20,6 +25,16 @@ Temperature = Annotated[float, Field(gt=0, le=100)]
 BatchSize = Annotated[int, Field(ge=1, le=4096)]
 Samples = Annotated[int, Field(ge=1, le=10_000_000)]
 LayerIndex = Annotated[int, Field(ge=0, le=1023)]
+
+
+def _bool_or_auto(value: object) -> object:
+    # one error for a bad value, not one per member of the union
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ValueError(f"must be true, false or 'auto' (got {value!r})")
+
+
+TrainingPrecision = Annotated[bool | Literal["auto"], BeforeValidator(_bool_or_auto)]
 
 
 class StageOptions(BaseModel):
@@ -33,15 +48,41 @@ class StageOptions(BaseModel):
     max_train_samples: Samples | None = None
     max_length: Annotated[int, Field(gt=0, le=512)] = 128
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
-    bf16: bool = False
+    # "auto": bf16 autocast where a short measurement on this machine finds it faster than fp32
+    # (it halves training speed on CPUs that emulate it); the choice is recorded in the lineage
+    bf16: TrainingPrecision = "auto"
     device: Literal["cpu", "cuda"] = "cpu"
+
+
+class AugmentOptions(BaseModel):
+    """Tang et al. (2019) transfer-set augmentation: synthetic sentences labelled by the teacher."""
+
+    model_config = STRICT
+
+    copies: Annotated[int, Field(ge=0, le=100)] = 1
+    mask_prob: Share = 0.1
+    ngram_prob: Share = 0.25
+    ngram_max: Annotated[int, Field(ge=1, le=64)] = 5
+
+
+class SearchableStage(StageOptions):
+    """A stage whose options an Optuna study may vary (``search:``), checked before anything trains."""
+
+    augment: AugmentOptions | None = None
+    search: SearchOptions | None = None
+
+    @model_validator(mode="after")
+    def _searchable_space(self) -> SearchableStage:
+        if self.search is not None:
+            validate_space(self.search.space, type(self), self)
+        return self
 
 
 class FinetuneOptions(StageOptions):
     """Fine-tune a base encoder (fresh classification head) on the train split."""
 
 
-class DistillOptions(StageOptions):
+class DistillOptions(SearchableStage):
     """A student made of chosen teacher layers, trained on the teacher's soft labels.
 
     Whether the layers exist in the teacher is checked against its config before a run (preflight).
@@ -52,6 +93,7 @@ class DistillOptions(StageOptions):
     alpha: Share = 0.5
     learning_rate: LearningRate = 1e-4
     hidden_loss_weight: Annotated[float, Field(ge=0.0, le=1000)] = 0.0
+    attention_loss_weight: Annotated[float, Field(ge=0.0, le=1000)] = 0.0
 
     @field_validator("layers")
     @classmethod
@@ -62,7 +104,7 @@ class DistillOptions(StageOptions):
         return layers
 
 
-class PruneOptions(StageOptions):
+class PruneOptions(SearchableStage):
     """Structured pruning of attention heads and FFN neurons, then distillation recovery."""
 
     head_fraction: Fraction = 0.5
@@ -72,6 +114,8 @@ class PruneOptions(StageOptions):
     learning_rate: LearningRate = 1e-4
     temperature: Temperature = 2.0
     alpha: Share = 0.5
+    # matches each kept layer's output to the teacher layer it descends from
+    hidden_loss_weight: Annotated[float, Field(ge=0.0, le=1000)] = 0.0
 
     @model_validator(mode="after")
     def _removes_something(self) -> PruneOptions:

@@ -8,7 +8,6 @@ slice of training data; a low score means the loss barely depends on that unit.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,13 +18,14 @@ import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 
 from harness.compress.batching import Encoded, bucket_batches, collate, encode
-from harness.compress.distill import train_with_distillation
+from harness.compress.distill import save_model, train_with_distillation, validation_report
 from harness.compress.options import PruneOptions
 from harness.compress.training import (
-    accuracy,
+    Checkpoint,
     autocast,
     options_dict,
     predict_logits,
+    resolve_bf16,
     resolve_device,
     set_seed,
     subsample,
@@ -179,24 +179,35 @@ def prune(
     out_dir: Path,
     teacher_logits: np.ndarray | None = None,
     teacher_dir: Path | None = None,
-    eval_texts: Sequence[str] | None = None,
-    eval_labels: Sequence[int] | None = None,
+    validation_texts: Sequence[str] | None = None,
+    validation_labels: Sequence[int] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict:
     """Structured prune of ``student_dir`` then distillation recovery; save to ``out_dir``.
 
     Soft targets come from ``teacher_logits`` (aligned with ``texts``), else from running
-    ``teacher_dir``, else from the unpruned student itself (self-distillation).
+    ``teacher_dir``, else from the unpruned student itself (self-distillation). A hidden-state
+    loss matches each layer to the teacher layer it was distilled from.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     device = resolve_device(options.device)
+    bf16 = resolve_bf16(options.bf16, options.device)
     set_seed(options.seed)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     model = AutoModelForSequenceClassification.from_pretrained(student_dir)
-    report: dict = {"stage": "prune", "options": options_dict(options), "student_dir": str(student_dir)}
+    report: dict = {
+        "stage": "prune",
+        "options": options_dict(options),
+        "student_dir": str(student_dir),
+        "training_precision": "bf16" if bf16 else "fp32",
+    }
 
     idx = subsample(len(texts), options.max_train_samples, options.seed)
     enc = subset(encode(tokenizer, texts, options.max_length), idx)
+    teacher = None
+    if teacher_dir is not None and (teacher_logits is None or options.hidden_loss_weight > 0):
+        teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     if teacher_logits is not None:
         if len(teacher_logits) != len(texts):
             raise ValueError("teacher_logits must have one row per text")
@@ -204,10 +215,8 @@ def prune(
         report["soft_targets"] = "given"
     else:
         start = time.perf_counter()
-        source = model
-        if teacher_dir is not None:
-            source = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
-        t_logits = predict_logits(source.to(device), enc, 128, device, options.bf16)
+        source = teacher if teacher is not None else model
+        t_logits = predict_logits(source.to(device), enc, 128, device, bf16, desc="teacher logits")
         report["soft_targets"] = str(teacher_dir) if teacher_dir is not None else "self"
         report["teacher_logits_seconds"] = time.perf_counter() - start
 
@@ -222,14 +231,12 @@ def prune(
         max_length=options.max_length,
         batch_size=options.batch_size,
         seed=options.seed,
-        bf16=options.bf16,
+        bf16=bf16,
         device=options.device,
     )
-    eval_enc = encode(tokenizer, eval_texts, options.max_length) if eval_texts is not None else None
-    if eval_enc is not None and eval_labels is not None:
-        report["eval_accuracy_before_recovery"] = accuracy(
-            predict_logits(model, eval_enc, device=device, bf16=options.bf16), eval_labels
-        )
+    before = validation_report(model, tokenizer, options.max_length, validation_texts, validation_labels)
+    if before:
+        report["validation_accuracy_before_recovery"] = before["validation_accuracy"]
 
     y = torch.tensor([int(labels[int(i)]) for i in idx], dtype=torch.long)
     if options.recovery_epochs > 0:
@@ -246,25 +253,31 @@ def prune(
                 batch_size=options.batch_size,
                 seed=options.seed,
                 device=device,
-                bf16=options.bf16,
+                bf16=bf16,
                 warmup_ratio=options.warmup_ratio,
                 weight_decay=options.weight_decay,
+                teacher=teacher if options.hidden_loss_weight > 0 else None,
+                hidden_loss_weight=options.hidden_loss_weight,
+                layer_map=teacher_layers(model, teacher) if options.hidden_loss_weight > 0 else None,
                 desc="prune-recovery",
+                checkpoint=checkpoint,
             )
         )
     report["train_samples"] = len(idx)
-    if eval_enc is not None and eval_labels is not None:
-        report["eval_accuracy"] = accuracy(
-            predict_logits(model, eval_enc, device=device, bf16=options.bf16), eval_labels
-        )
-        report["eval_samples"] = len(eval_labels)
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.to("cpu").save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "compress_report.json").write_text(json.dumps(report, indent=2))
+    report.update(validation_report(model, tokenizer, options.max_length, validation_texts, validation_labels))
+    save_model(model, tokenizer, out_dir, report)
     return report
+
+
+def teacher_layers(model: torch.nn.Module, teacher: torch.nn.Module | None) -> list[int]:
+    """The teacher layer each of ``model``'s layers descends from (its distillation record, else
+    the same index when depths match)."""
+    layers = getattr(model.config, "distilled_from_layers", None)
+    if layers:
+        return list(layers)
+    if teacher is None or teacher.config.num_hidden_layers != model.config.num_hidden_layers:
+        raise ValueError("hidden_loss_weight needs a model distilled from the teacher or as deep as it")
+    return list(range(model.config.num_hidden_layers))
 
 
 def _magnitude_targets(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:

@@ -7,10 +7,12 @@ apart in how they seed, schedule, autocast or bucket.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.compress.batching import Encoded, bucket_batches, collate
+from harness.compress.options import BF16_MARGIN
 
 # (model, batch tensors already on device, original example indices) -> scalar loss
 StepLoss = Callable[[torch.nn.Module, dict[str, torch.Tensor], np.ndarray], torch.Tensor]
@@ -41,6 +44,50 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device(name)
+
+
+def resolve_bf16(setting: bool | str, device: str = "cpu") -> bool:
+    """A stage's ``bf16`` option made concrete: ``"auto"`` measures this machine (once per process)."""
+    if setting != "auto":
+        return bool(setting)
+    return bf16_speedup(resolve_device(device).type) >= BF16_MARGIN
+
+
+@functools.cache
+def bf16_speedup(device_type: str) -> float:
+    """How many times faster a training-shaped step (a 512-token x 384 -> 1536 -> 384 MLP, forward
+    and backward) runs under bf16 autocast than in fp32; 0 where bf16 is emulated.
+
+    Some CPUs with AVX512-BF16 run bf16 autocast GEMMs at half their fp32 speed, others at twice;
+    only a measurement on the machine at hand tells. Warmed up, then interleaved best-of-7, about a
+    second in all; the pipeline keeps the answer per machine so that runs do not flip on noise.
+    """
+    from harness.environment import bf16_unavailable_reason
+
+    if bf16_unavailable_reason(device_type) is not None:
+        return 0.0
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 384, generator=generator).to(device_type)
+    mlp = torch.nn.Sequential(torch.nn.Linear(384, 1536), torch.nn.GELU(), torch.nn.Linear(1536, 384)).to(device_type)
+    best = {False: math.inf, True: math.inf}
+    for repeat in range(8):
+        for bf16 in (False, True):
+            seconds = _time_step(mlp, x, bf16)
+            best[bf16] = min(best[bf16], seconds) if repeat else math.inf  # the first pass warms up
+    return best[False] / best[True]
+
+
+def _time_step(mlp: torch.nn.Module, x: torch.Tensor, bf16: bool) -> float:
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(4):
+        with autocast(x.device, bf16):
+            loss = mlp(x).float().square().mean()
+        loss.backward()
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -69,13 +116,16 @@ def predict_logits(
     batch_size: int = 128,
     device: torch.device | str = "cpu",
     bf16: bool = False,
+    desc: str | None = None,
 ) -> np.ndarray:
-    """Logits in the original example order (batches are length-sorted internally)."""
+    """Logits in the original example order (batches are length-sorted internally); ``desc``
+    shows a progress bar under that name (a pass over the train split takes minutes)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
-    for idx in bucket_batches(encoded.lengths, batch_size, shuffle=False):
+    batches = bucket_batches(encoded.lengths, batch_size, shuffle=False)
+    for idx in tqdm(batches, desc=desc, unit="batch", mininterval=5.0, disable=desc is None):
         batch = {k: v.to(device) for k, v in collate(encoded, idx).items()}
         with autocast(device, bf16):
             logits = model(**batch).logits
@@ -91,84 +141,13 @@ def accuracy(logits: np.ndarray, labels: Sequence[int]) -> float:
     return float((np.asarray(logits).argmax(axis=1) == np.asarray(labels)).mean())
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    # Standard BERT recipe: no decay on biases and LayerNorm gains.
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+@dataclass(frozen=True)
+class Checkpoint:
+    """A call into the caller's code at ``count`` evenly spaced steps of a training loop."""
 
+    callback: Callable[[torch.nn.Module, int], None]
+    count: int = 4
 
-def _adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
-    # The fused kernel matters on CPU: the unfused AdamW step over MiniLM's 22M parameters
-    # (half of them the word embeddings) took ~100 ms, about half of every training step,
-    # versus ~13 ms fused. Same update rule; fall back where a build lacks the kernel.
-    try:
-        return torch.optim.AdamW(groups, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, lr=lr)
-
-
-def train_loop(
-    model: torch.nn.Module,
-    encoded: Encoded,
-    step_loss: StepLoss,
-    *,
-    epochs: float,
-    learning_rate: float,
-    batch_size: int,
-    warmup_ratio: float,
-    weight_decay: float,
-    seed: int,
-    device: torch.device,
-    bf16: bool,
-    max_grad_norm: float = 1.0,
-    desc: str = "train",
-) -> dict:
-    """AdamW + linear warmup/decay over ``ceil(epochs * batches_per_epoch)`` steps.
-
-    Fractional epochs are honoured by stopping mid-epoch; each epoch draws a fresh bucketed
-    order from ``seed + epoch`` so runs are reproducible yet epochs differ.
-    """
-    from transformers import get_linear_schedule_with_warmup
-
-    set_seed(seed)
-    model.to(device).train()
-    per_epoch = math.ceil(len(encoded) / batch_size)
-    total_steps = max(1, math.ceil(epochs * per_epoch))
-    optimizer = _adamw(_param_groups(model, weight_decay), learning_rate)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-
-    losses: list[float] = []
-    step = 0
-    start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=desc, unit="step", mininterval=5.0)
-    epoch = 0
-    while step < total_steps:
-        for idx in bucket_batches(encoded.lengths, batch_size, shuffle=True, seed=seed + epoch):
-            if step >= total_steps:
-                break
-            batch = {k: v.to(device) for k, v in collate(encoded, idx).items()}
-            with autocast(device, bf16):
-                loss = step_loss(model, batch, idx)
-            loss.backward()
-            if max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            step += 1
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        epoch += 1
-    bar.close()
-    model.eval()
-    return {
-        "train_seconds": time.perf_counter() - start,
-        "steps": step,
-        "final_loss": float(np.mean(losses[-100:])) if losses else float("nan"),
-    }
+    def due(self, step: int, total_steps: int) -> bool:
+        marks = {math.ceil(total_steps * (i + 1) / self.count) for i in range(self.count)}
+        return step in marks

@@ -15,7 +15,7 @@ from harness.measure.flops import flops_by_precision
 from harness.measure.peak import peak_fraction
 from harness.results import rounds
 from harness.results.rows import CellRow
-from harness.results.stats import PERCENTILE_METHOD, accuracy_gate, classification_scores, mcnemar_exact
+from harness.results.stats import PERCENTILE_METHOD, accuracy_gate, classification_scores, macro_f1, mcnemar_exact
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".bin", ".onnx", ".onnx_data")
 
@@ -65,8 +65,11 @@ def artifact_size_mb(path: Path) -> float:
 
 
 def accuracy_fields(scored: Scored, context: CellContext) -> dict[str, Any]:
-    """Accuracy at ``scored.shape``, agreement with the source model, and gates against the source
-    model and the teacher (the suite's baseline model)."""
+    """Accuracy and macro-F1 at ``scored.shape``, agreement with the source model, and gates against
+    the source model and the teacher (the suite's baseline model).
+
+    McNemar and the gates compare correct against incorrect per example, whatever the number of
+    classes: a variant that errs on the same sentences with another wrong class changes neither."""
     if scored.logits is None:
         return {"score_error": scored.error, "accuracy_gate": "n/a", "teacher_gate": "n/a"}
     fields = classification_scores(scored.logits, context.labels, context.reference_logits)
@@ -76,6 +79,7 @@ def accuracy_fields(scored: Scored, context: CellContext) -> dict[str, Any]:
     teacher_accuracy = float(teacher_correct.mean())
     return {
         **fields,
+        "macro_f1": macro_f1(scored.logits.argmax(-1), context.labels),
         "accuracy_shape": scored.shape,
         "source_accuracy": source_accuracy,
         "teacher_accuracy": teacher_accuracy,

@@ -69,7 +69,9 @@ Check = tuple[Callable[[Any], bool], str]
 FRACTION: Check = (_fraction, "a number from 0 to 1")
 NON_NEGATIVE: Check = (_non_negative, "a finite number >= 0")
 FIELDS: dict[str, Check] = {
-    **dict.fromkeys(("accuracy", "agreement", "source_accuracy", "teacher_accuracy", "mcnemar_p"), FRACTION),
+    **dict.fromkeys(
+        ("accuracy", "macro_f1", "agreement", "source_accuracy", "teacher_accuracy", "mcnemar_p"), FRACTION
+    ),
     **dict.fromkeys(
         (
             "p50_ms",

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import one_line
+from harness.results.search_section import history_figures
 from harness.results.summary import add_speedups, rows_frame
 
 # a bar per variant stays readable up to a few dozen; beyond, the fastest are shown and the title says so
@@ -68,7 +69,7 @@ def write_figures(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, out_dir: Pat
         caption = _speedup_plot(group, labels, out_dir / name, where.format("speedup over the baseline"))
         if caption is not None:
             figures[f"{one_line(device, LABEL_LIMIT)}: speedup over the baseline cell{caption}"] = name
-    return figures
+    return {**figures, **history_figures(frame, out_dir, stem)}
 
 
 def _drawn(text: str) -> str:

@@ -10,6 +10,8 @@ import pandas as pd
 
 from harness.environment import machine_label
 from harness.errors import one_line
+from harness.results.search_section import CAPTION_PREFIX as SEARCH_CAPTION
+from harness.results.search_section import search_section
 from harness.results.summary import add_speedups, interval, rows_frame, summary_table
 from harness.results.variants import variants_section
 
@@ -47,6 +49,7 @@ ACCURACY_COLUMNS = {
     "size_mb": "size (MB)",
     "accuracy_shape": "measured at",
     "accuracy_pct": "accuracy (%)",
+    "macro_f1_pct": "macro-F1 (%)",
     "agreement_pct": "agreement (%)",
     "max_abs_logit_diff": "max abs logit diff",
     "mcnemar_p": "McNemar p vs teacher",
@@ -64,6 +67,8 @@ LINEAGE_FIELDS = {
     "flops_per_token": "FLOPs/token",
     "sparsity": "sparsity",
     "train_seconds": "train time (s)",
+    "training_precision": "train precision",
+    "validation_accuracy": "train-slice accuracy (%)",
 }
 BUSY_MARGIN = 0.5
 ENV_FIELDS = ("host", "cpu", "isa", "cores", "threads", "load_avg_1m", "gpu", "os", "python", "git_commit")
@@ -89,7 +94,9 @@ def render_report(
     parts = [heading, "## Summary\n\n" + summary_table(frame) + "\n\n" + SUMMARY_NOTE, _runs(frame)]
     parts.append(_lineage(frame))
     for caption, path in (figures or {}).items():
-        parts.append(f"![{caption}]({path})")
+        if not caption.startswith(SEARCH_CAPTION):
+            parts.append(f"![{caption}]({path})")
+    parts.append(search_section(frame, figures or {}))
     for device, group in frame.groupby("device", sort=False):
         parts.append(f"## {one_line(str(device), TITLE_LIMIT)}")
         ok = group[group["status"] == "ok"]
@@ -137,6 +144,7 @@ def _lineage(frame: pd.DataFrame) -> str:
     )
     reference = frame[(frame["exporter"] == "eager-fp32") & (frame["device"] == "cpu") & (frame["status"] == "ok")]
     accuracy = reference.drop_duplicates(subset=["model"]).set_index("model")["accuracy"] * 100
+    table["validation_accuracy"] = pd.to_numeric(table["validation_accuracy"], errors="coerce") * 100
     table["accuracy (%)"] = table["model"].map(accuracy)
     table[["parent", "stage"]] = table[["parent", "stage"]].fillna("—")
     return "## Models\n\n" + table.rename(columns=LINEAGE_FIELDS).to_markdown(
@@ -149,6 +157,7 @@ def _accuracy_table(ok: pd.DataFrame, with_hardware: bool) -> str:
     table = variants.assign(
         params_m=variants["params"] / 1e6,
         accuracy_pct=variants["accuracy"] * 100,
+        macro_f1_pct=variants["macro_f1"] * 100,
         agreement_pct=variants["agreement"] * 100,
     ).sort_values(["model", "accuracy_pct"], ascending=[True, False], kind="stable")
     return _markdown(table, ACCURACY_COLUMNS, with_hardware)
@@ -306,7 +315,9 @@ def _notes(frame: pd.DataFrame) -> str:
         "geometric mean; its interval resamples rounds (paired) and inputs. Between runs use `harness compare`, "
         "which normalizes each cell by the same round's baseline cell.",
         "- Accuracy is measured on the whole eval split at each cell's own shape (the 'measured at' column); "
-        "variants whose predictions cannot depend on batch composition (FP32) are scored once. McNemar p is the "
+        "variants whose predictions cannot depend on batch composition (FP32) are scored once. Macro-F1 is the "
+        "unweighted mean of the per-class F1 over the classes in the labels or the predictions (a class never "
+        "predicted counts 0), so a model that neglects a small class shows there. McNemar p is the "
         "exact test of per-example correctness against the teacher's; gates pass when accuracy >= "
         f"{', '.join(str(g) for g in gates) or '0.99'} x the source model's (gate vs source) and the teacher's "
         "(gate vs teacher) accuracy.",

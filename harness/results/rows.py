@@ -36,6 +36,7 @@ CELL_FIELDS = (
     "status",
     "reason",
     "accuracy",
+    "macro_f1",
     "agreement",
     "max_abs_logit_diff",
     "params",
@@ -64,6 +65,8 @@ class CellRow:
     status: str
     reason: str | None = None
     accuracy: float | None = None
+    # the unweighted mean of per-class F1: what accuracy hides when the classes are unbalanced
+    macro_f1: float | None = None
     agreement: float | None = None
     max_abs_logit_diff: float | None = None
     params: int | None = None

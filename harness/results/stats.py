@@ -26,6 +26,26 @@ def classification_scores(
     return scores
 
 
+def macro_f1(predictions: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
+    """The unweighted mean of per-class F1 over the classes in ``labels`` or ``predictions``, as
+    scikit-learn's ``f1_score(average="macro")`` computes it: a class never predicted scores 0.
+
+    Written out rather than imported: scikit-learn is no dependency of the harness, and this runs
+    in every cell's process. F1 = 2TP / (2TP + FP + FN), and 2TP + FP + FN = support + predicted.
+    """
+    predicted = np.asarray(predictions, dtype=np.int64)
+    truth = np.asarray(labels, dtype=np.int64)
+    if predicted.shape != truth.shape or truth.ndim != 1 or truth.size == 0:
+        raise ValueError(f"need equally long, non-empty predictions and labels (got {predicted.shape}, {truth.shape})")
+    if min(truth.min(), predicted.min()) < 0:
+        raise ValueError("class ids must be >= 0")
+    size = int(max(truth.max(), predicted.max())) + 1
+    hits = np.bincount(truth[predicted == truth], minlength=size)
+    both = np.bincount(truth, minlength=size) + np.bincount(predicted, minlength=size)
+    present = both > 0
+    return float(np.mean(2 * hits[present] / both[present]))
+
+
 def mcnemar_exact(first_correct: Sequence[bool], second_correct: Sequence[bool]) -> float:
     """Two-sided exact McNemar p-value: a binomial test on the discordant pairs."""
     from scipy import stats

@@ -16,7 +16,7 @@ SHAPE = ["hardware", "device", "batch_size", "seq_len"]
 # speedups pair cells of one run (same rounds, same machine), never across runs
 PAIR = ["run_id", *SHAPE]
 NUMERIC = (
-    "params", "size_mb", "accuracy", "agreement", "max_abs_logit_diff", "p50_ms", "p95_ms", "p99_ms",
+    "params", "size_mb", "accuracy", "macro_f1", "agreement", "max_abs_logit_diff", "p50_ms", "p95_ms", "p99_ms",
     "mean_ms", "std_ms", "throughput_per_s", "iterations", "peak_rss_mb", "cell_rss_mb", "p50_ci_low_ms",
     "p50_ci_high_ms", "instability_cv", "input_cv", "mcnemar_p", "gflops_per_s", "peak_fraction",
     "inputs_distinct", "input_mean_tokens", "split_mean_tokens", "teacher_accuracy", "source_accuracy",

@@ -73,12 +73,23 @@ def prepare_model(
         "head_dim": model_config.hidden_size // model_config.num_attention_heads,
         "train_seconds": built.report.get("train_seconds", built.report.get("stage_seconds")),
         "train_samples": built.report.get("train_samples"),
+        "training_precision": built.report.get("training_precision"),
+        # scored on sentences held out of the train split, the basis for choosing a recipe
+        "validation_accuracy": built.report.get("validation_accuracy"),
+        "search": _study(built.report.get("search")),
     }
     params = sum(p.numel() for p in reference.model.parameters())
     reference.close()
     gc.collect()
     log.info("%s: %s (%.1fM params)", config.name, built.path, params / 1e6)
     return PreparedModel(config, built.path, built.key, tokenizer, params, logits, lineage)
+
+
+def _study(search: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the report shows of a search: its trials and choice (not the storage path)."""
+    if not search:
+        return None
+    return {k: search.get(k) for k in ("best_params", "best_value", "trials", "resumed_trials")}
 
 
 def accuracy_shape(suite: Suite) -> Shape:

@@ -86,7 +86,7 @@ class Runner:
         log.info("eval set: %d sentences from %s", len(eval_split.texts), eval_split.origin)
         self.run_info["eval_origin"] = eval_split.origin
         self.workloads = Workloads(eval_split, suite.max_length, suite.timing)
-        self.pipeline = ModelPipeline(suite, self.cache, eval_split)
+        self.pipeline = ModelPipeline(suite, self.cache)
         built = self.pipeline.build_all()
         models = {
             c.name: prepare_model(suite, c, built[c.name], eval_split, self.backends, self.workloads, self.cache)

@@ -93,15 +93,21 @@ def test_teacher_logits_are_in_original_order(model_dir, tokenizer):
             np.testing.assert_allclose(got[i], ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("hidden", [0.0, 1.0])
-def test_distill_end_to_end_saves_reloadable_student(model_dir, tmp_path, hidden):
+@pytest.mark.parametrize(("hidden", "attention"), [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)])
+def test_distill_end_to_end_saves_reloadable_student(model_dir, tmp_path, hidden, attention):
     texts, labels = toy_data(96, seed=2)
     ev_t, ev_l = toy_data(32, seed=3)
     opts = DistillOptions(
-        layers=[1, 3], epochs=1.0, batch_size=16, max_length=32, hidden_loss_weight=hidden, learning_rate=1e-3
+        layers=[1, 3],
+        epochs=1.0,
+        batch_size=16,
+        max_length=32,
+        hidden_loss_weight=hidden,
+        attention_loss_weight=attention,
+        learning_rate=1e-3,
     )
-    rep = distill(model_dir, texts, labels, opts, tmp_path / "student", eval_texts=ev_t, eval_labels=ev_l)
-    assert rep["steps"] == 6 and rep["train_samples"] == 96 and 0 <= rep["eval_accuracy"] <= 1
+    rep = distill(model_dir, texts, labels, opts, tmp_path / "student", validation_texts=ev_t, validation_labels=ev_l)
+    assert rep["steps"] == 6 and rep["train_samples"] == 96 and 0 <= rep["validation_accuracy"] <= 1
     assert np.isfinite(rep["final_loss"])
     m = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
     assert m.config.num_hidden_layers == 2

@@ -12,7 +12,7 @@ def test_finetune_learns_toy_task_and_is_deterministic(model_dir, tmp_path):
     rep = finetune(model_dir, texts, labels, 2, opts, tmp_path / "a", ev_t, ev_l)
     assert rep["steps"] == 48 and rep["train_samples"] == 256
     # one sentiment word decides the label: a working loop must beat chance by far
-    assert rep["eval_accuracy"] >= 0.9, rep
+    assert rep["validation_accuracy"] >= 0.9, rep
     rep_b = finetune(model_dir, texts, labels, 2, opts, tmp_path / "b")
     assert rep_b["final_loss"] == rep["final_loss"]
     a = AutoModelForSequenceClassification.from_pretrained(tmp_path / "a").state_dict()
@@ -25,7 +25,7 @@ def test_fractional_epochs_and_sample_cap(model_dir, tmp_path):
     opts = FinetuneOptions(epochs=0.5, batch_size=10, max_length=32, max_train_samples=60, bf16=True)
     rep = finetune(model_dir, texts, labels, 2, opts, tmp_path / "c")
     assert rep["train_samples"] == 60 and rep["steps"] == 3
-    assert "eval_accuracy" not in rep
+    assert "validation_accuracy" not in rep
 
 
 def test_stages_accept_suite_pydantic_options(model_dir, tmp_path):

@@ -103,13 +103,20 @@ def test_prune_with_recovery_end_to_end(model_dir, tmp_path):
         learning_rate=1e-3,
     )
     rep = prune(
-        model_dir, texts, labels, opts, tmp_path / "pruned", teacher_dir=model_dir, eval_texts=ev_t, eval_labels=ev_l
+        model_dir,
+        texts,
+        labels,
+        opts,
+        tmp_path / "pruned",
+        teacher_dir=model_dir,
+        validation_texts=ev_t,
+        validation_labels=ev_l,
     )
     assert rep["structure"]["heads_removed"] == 4 and rep["steps"] == 6
     m = AutoModelForSequenceClassification.from_pretrained(tmp_path / "pruned")
     assert m.config.intermediate_size == 32
     assert sum(x.attention.self.num_attention_heads for x in m.bert.encoder.layer) == 12
-    assert 0 <= rep["eval_accuracy"] <= 1 and np.isfinite(rep["final_loss"])
+    assert 0 <= rep["validation_accuracy"] <= 1 and np.isfinite(rep["final_loss"])
 
 
 def test_prune_rejects_teacher_logits_of_wrong_length(model_dir, tmp_path):
