@@ -110,30 +110,30 @@ def compute_teacher_logits(
     return predict_logits(model, encode(tokenizer, texts, max_length), batch_size, dev, bf16, desc="teacher logits")
 
 
+def _masked_mse(pairs, mask: torch.Tensor, values_per_position: int) -> torch.Tensor:
+    """Mean over ``(student, teacher)`` tensor pairs of their squared difference at the positions
+    ``mask`` keeps (padding left out, so batch composition does not bias the loss)."""
+    denom = mask.sum() * values_per_position
+    total = mask.new_zeros((), dtype=torch.float32)
+    for student, teacher in pairs:
+        total = total + ((student.float() - teacher.float()) * mask).pow(2).sum() / denom
+    return total / len(pairs)
+
+
 def _attention_mse(s_maps, t_maps, layer_map: Sequence[int], mask: torch.Tensor) -> torch.Tensor:
     # Attention probabilities [batch, heads, query, key] of student layer i against teacher layer
     # layer_map[i] (TinyBERT); rows and columns of padding are left out, heads must match.
-    pair = (mask.unsqueeze(-1) * mask.unsqueeze(-2)).unsqueeze(1).float()
-    denom = pair.sum() * s_maps[0].shape[1]
-    total = s_maps[0].new_zeros((), dtype=torch.float32)
-    for i, t_layer in enumerate(layer_map):
-        if s_maps[i].shape != t_maps[t_layer].shape:
-            raise ValueError("attention_loss_weight needs the student's heads to match the teacher's (unpruned)")
-        diff = (s_maps[i].float() - t_maps[t_layer].float()) * pair
-        total = total + diff.pow(2).sum() / denom
-    return total / len(layer_map)
+    pairs = [(s_maps[i], t_maps[t_layer]) for i, t_layer in enumerate(layer_map)]
+    if any(student.shape != teacher.shape for student, teacher in pairs):
+        raise ValueError("attention_loss_weight needs the student's heads to match the teacher's (unpruned)")
+    pair_mask = (mask.unsqueeze(-1) * mask.unsqueeze(-2)).unsqueeze(1).float()
+    return _masked_mse(pairs, pair_mask, s_maps[0].shape[1])
 
 
 def _hidden_mse(s_states, t_states, layer_map: Sequence[int], mask: torch.Tensor) -> torch.Tensor:
-    # Index 0 is the embedding output; student layer i (output i+1) imitates teacher layer
-    # layer_map[i]. Padding positions are excluded so batch composition does not bias the loss.
-    m = mask.unsqueeze(-1).float()
-    denom = m.sum() * s_states[0].shape[-1]
-    total = s_states[0].new_zeros((), dtype=torch.float32)
-    for i, t_layer in enumerate(layer_map):
-        diff = (s_states[i + 1].float() - t_states[t_layer + 1].float()) * m
-        total = total + diff.pow(2).sum() / denom
-    return total / len(layer_map)
+    # Index 0 is the embedding output; student layer i (output i+1) imitates teacher layer layer_map[i].
+    pairs = [(s_states[i + 1], t_states[t_layer + 1]) for i, t_layer in enumerate(layer_map)]
+    return _masked_mse(pairs, mask.unsqueeze(-1).float(), s_states[0].shape[-1])
 
 
 def train_with_distillation(
@@ -245,17 +245,18 @@ def distill(
         "teacher_dir": str(teacher_dir),
     }
 
+    per_batch_teacher = options.hidden_loss_weight > 0 or options.attention_loss_weight > 0
+    t_logits = None  # a teacher running per batch supplies its logits there: no separate pass
     if teacher_logits is not None:
         if len(teacher_logits) != len(texts):
             raise ValueError("teacher_logits must have one row per text")
         t_logits = torch.as_tensor(np.asarray(teacher_logits)[idx], dtype=torch.float32)
-    else:
+    elif not per_batch_teacher:
         start = time.perf_counter()
         t_logits = torch.as_tensor(predict_logits(teacher.to(device), enc, 128, device, bf16, desc="teacher logits"))
         report["teacher_logits_seconds"] = time.perf_counter() - start
     y = torch.tensor([int(labels[int(i)]) for i in idx], dtype=torch.long)
 
-    per_batch_teacher = options.hidden_loss_weight > 0 or options.attention_loss_weight > 0
     stats = train_with_distillation(
         student,
         enc,
@@ -293,7 +294,8 @@ def validation_report(
     """Accuracy on the train split's held-out slice (empty when none was given)."""
     if texts is None or labels is None or not len(texts):
         return {}
-    logits = predict_logits(model, encode(tokenizer, texts, max_length))
+    device = next(model.parameters()).device  # scored where it was trained
+    logits = predict_logits(model, encode(tokenizer, texts, max_length), device=device)
     return {"validation_accuracy": accuracy(logits, labels), "validation_samples": len(labels)}
 
 

@@ -50,6 +50,7 @@ class ModelPipeline:
         self._train_hash: str | None = None
         self._calibration: CalibrationData | None = None
         self._holdout: Holdout | None = None
+        self._parts: dict[str, TextSplit] = {}  # the train split's train part and validation slice
         self.built: dict[str, BuiltModel] = {}
 
     def build_all(self) -> dict[str, BuiltModel]:
@@ -105,10 +106,14 @@ class ModelPipeline:
         return self._holdout
 
     def training(self) -> TextSplit:
-        return _rows(self.train, self.holdout.train, "train part")
+        if self._parts.get("train") is None:
+            self._parts["train"] = _rows(self.train, self.holdout.train, "train part")
+        return self._parts["train"]
 
     def validation(self) -> TextSplit:
-        return _rows(self.train, self.holdout.validation, "validation slice")
+        if self._parts.get("validation") is None:
+            self._parts["validation"] = _rows(self.train, self.holdout.validation, "validation slice")
+        return self._parts["validation"]
 
     def _stage_key(self, config: ModelConfig, parent_key: str, options: StageOptions) -> str:
         versions = {k: v for k, v in package_versions().items() if k in ("torch", "transformers")}

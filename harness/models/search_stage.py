@@ -84,7 +84,7 @@ def _keep_if_best(folder: Path, value: float, params: dict[str, Any], study_dir:
     target = study_dir / BEST_DIR
     staging = study_dir / f"{BEST_DIR}.new"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(folder, staging)
+    folder.rename(staging)  # the trial's folder is dropped afterwards anyway: move, do not copy
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     record = study_dir / BEST_RECORD

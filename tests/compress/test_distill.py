@@ -112,3 +112,22 @@ def test_distill_end_to_end_saves_reloadable_student(model_dir, tmp_path, hidden
     m = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
     assert m.config.num_hidden_layers == 2
     assert (tmp_path / "student" / "model.safetensors").exists()
+
+
+def test_intermediate_losses_by_hand_and_padding_ignored():
+    from harness.compress.distill import _attention_mse, _hidden_mse
+
+    mask = torch.tensor([[1, 1, 0]])  # the third position is padding
+    teacher = [torch.zeros(1, 3, 2) for _ in range(3)]  # embeddings + 2 layers, hidden 2
+    student = [torch.zeros(1, 3, 2), torch.zeros(1, 3, 2)]
+    student[1][0, 0, 0] = 2.0  # one value off by 2 at a real position
+    student[1][0, 2, :] = 100.0  # anything at the pad position must not count
+    # student layer 0 imitates teacher layer 1: 2^2 over 2 positions x 2 values
+    assert float(_hidden_mse(student, teacher, [1], mask)) == pytest.approx(1.0)
+    maps_t = [torch.full((1, 1, 3, 3), 0.5)]
+    maps_s = [torch.full((1, 1, 3, 3), 0.5)]
+    maps_s[0][0, 0, 0, 1] = 1.5  # off by 1 inside the 2x2 real block
+    maps_s[0][0, 0, 2, :] = 9.0  # a padded query row
+    assert float(_attention_mse(maps_s, maps_t, [0], mask)) == pytest.approx(1 / 4)
+    with pytest.raises(ValueError, match="heads"):
+        _attention_mse([torch.zeros(1, 2, 3, 3)], maps_t, [0], mask)
