@@ -116,6 +116,15 @@ class OpenVinoSession(Session):
         self.model = None
 
 
+# what OpenVINO cannot compile from an architecture's ONNX export
+UNSUPPORTED_MODELS = {
+    "deberta-v2": (
+        "OpenVINO's CPU plugin cannot compile the If operation of dynamic rank in DeBERTa-v2's ONNX graph "
+        "(its relative-position helpers are TorchScript functions, exported as control flow)"
+    ),
+}
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
     formats = frozenset(MODEL_FILES)
@@ -125,6 +134,9 @@ class OpenVinoBackend(Backend):
     keeps_batch_invariance = True
     preload = ("openvino", "backends.openvino")
     Options = OpenVinoOptions
+
+    def model_unavailable_reason(self, model_type: str) -> str | None:
+        return UNSUPPORTED_MODELS.get(model_type)
 
     def options_unavailable_reason(self, options: Options, device: str) -> str | None:
         from harness.environment import bf16_unavailable_reason

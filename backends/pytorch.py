@@ -13,6 +13,15 @@ from harness.adapters import Artifact, Backend, Options, Session
 DTYPES = {"transformers-fp16": "float16", "transformers-bf16": "bfloat16"}
 
 
+def model_input_filter(model: Any) -> Any:
+    """Which batch arrays ``model``'s forward takes, decided once at load (DistilBERT and MPNet take
+    no token_type_ids)."""
+    from harness.compress.architectures import accepts
+
+    taken = {name: accepts(model, name) for name in ("input_ids", "attention_mask", "token_type_ids")}
+    return lambda name: taken.get(name, False)
+
+
 class TorchSession(Session):
     def __init__(self, model: Any, device: str) -> None:
         import torch
@@ -20,9 +29,10 @@ class TorchSession(Session):
         self.torch = torch
         self.model = model
         self.device = device
+        self.takes = model_input_filter(model)
 
     def prepare(self, batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        return {k: self.torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+        return {k: self.torch.from_numpy(v).to(self.device) for k, v in batch.items() if self.takes(k)}
 
     def run(self, prepared: dict[str, Any]) -> Any:
         with self.torch.inference_mode():
@@ -103,12 +113,13 @@ class PyTorchBackend(Backend):
 def load_transformers(artifact: Artifact) -> Any:
     """A ``save_pretrained`` classifier in the dtype its format names (FP32, FP16 or BF16)."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+
+    from harness.models.classifier import load_classifier
 
     dtype = getattr(torch, DTYPES.get(artifact.format, "float32"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return AutoModelForSequenceClassification.from_pretrained(artifact.path, dtype=dtype)
+        return load_classifier(artifact.path, dtype=dtype)
 
 
 BACKEND = PyTorchBackend()

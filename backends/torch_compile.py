@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from backends.pytorch import PyTorchBackend, load_transformers
+from backends.pytorch import PyTorchBackend, load_transformers, model_input_filter
 from harness.adapters import Artifact, Options, Session
 
 # Per-width compiles one graph per distinct (batch, width); dynamo's default limit of 8 graphs per
@@ -49,6 +49,7 @@ class CompiledSession(Session):
         self.model = model
         self.device = device
         self.options = options
+        self.takes = model_input_filter(model)
         # dynamic=False keeps shapes static (no automatic-dynamic recompile after a 2nd width);
         # mark_dynamic still makes the marked dimension symbolic.
         self.compiled = torch.compile(model, mode=options.mode, dynamic=False)
@@ -58,7 +59,7 @@ class CompiledSession(Session):
         self.graphs = 0
 
     def prepare(self, batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        prepared = {k: self.torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+        prepared = {k: self.torch.from_numpy(v).to(self.device) for k, v in batch.items() if self.takes(k)}
         if self.options.dynamic == "marked":
             for tensor in prepared.values():
                 # size 0/1 dimensions are always specialised by dynamo: marking them would fail

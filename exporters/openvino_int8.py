@@ -32,8 +32,9 @@ from exporters._common import copy_tokenizer, export_onnx
 from harness.adapters import CalibrationData, Exporter, Options
 
 MASK_INPUT = "attention_mask"
-# The mask path ends where the masked scores are normalised; the layers it meets are never ignored.
-MASK_PATH_STOPS = frozenset({"Softmax", "MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"})
+# The mask path ends where the masked scores are normalised; the layers it meets are never ignored
+# (Conv: the lightweight CNN student masks its embeddings before its convolutions).
+MASK_PATH_STOPS = frozenset({"Softmax", "MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "Conv"})
 
 
 class OpenVinoInt8Options(Options):
@@ -143,6 +144,12 @@ class OpenVinoInt8(Exporter):
     # fixed activation scales: a sentence scores the same alone, padded or in any batch (tested)
     batch_invariant = True
     Options = OpenVinoInt8Options
+
+    def model_unavailable_reason(self, model_type: str) -> str | None:
+        from backends.openvino import UNSUPPORTED_MODELS  # NNCF runs the graph on OpenVINO to calibrate
+
+        return UNSUPPORTED_MODELS.get(model_type)
+
     # onnxruntime: NNCF's ONNX backend collects its statistics by running the graph in it
     requires = ("nncf", "openvino", "optimum.exporters.onnx", "onnx", "onnxruntime")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from exporters._common import copy_tokenizer, export_onnx
-from exporters._ort import ORT_ONLY_FORMAT, fuse_transformer_graph
+from exporters._ort import ORT_ONLY_FORMAT, fuse_transformer_graph, ort_model_type
 from harness.adapters import Exporter, Options
 
 
@@ -34,6 +34,8 @@ class OrtInt8(Exporter):
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        if options.optimize:
+            ort_model_type(source)  # an architecture ORT cannot fuse is n/a before any export work
         staging = out_dir / "fp32"
         fp32 = export_onnx(source, staging)
         extra = {}

@@ -1,6 +1,6 @@
 """ONNX Runtime static INT8 (QDQ): activation ranges calibrated on train sentences, weights per channel.
 
-Only MatMul/Gemm inputs are quantized. The numerically fragile parts of a BERT-like graph (LayerNorm,
+Only MatMul/Gemm (and Conv) inputs are quantized. The numerically fragile parts of a BERT-like graph (LayerNorm,
 GELU, the attention-mask Add, the embedding Adds) stay float; ``excluded_nodes`` finds them by graph
 structure, so any architecture optimum exports is covered without node-name lists.
 """
@@ -22,7 +22,8 @@ from exporters._common import copy_tokenizer, export_onnx
 from exporters._ort import ORT_ONLY_FORMAT, fuse_transformer_graph
 from harness.adapters import CalibrationData, Exporter, Options
 
-QUANTIZED_OPS = ("MatMul", "Gemm")
+# Conv: the lightweight CNN student's convolutions (a transformer graph has none)
+QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
 LAYERNORM_OPS = {"LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
                  "SkipSimplifiedLayerNormalization", "EmbedLayerNormalization", "RMSNormalization"}  # fmt: skip
 GELU_OPS = {"Gelu", "FastGelu", "BiasGelu", "QuickGelu"}

@@ -1,7 +1,10 @@
-"""PyTorch dynamic INT8: Linear weights quantised ahead of time, activations at run time.
+"""PyTorch dynamic INT8: Linear (and LSTM) weights quantised ahead of time, activations at run time.
 
 The quantised state dict is persisted, so a benchmark loads the INT8 weights instead of
-re-quantising; loading uses ``weights_only=True`` and never unpickles code.
+re-quantising; loading uses ``weights_only=True`` and never unpickles code. The one exception is
+the LSTM (the lightweight BiLSTM student): its INT8 weights are packed into TorchBind objects that a
+weights-only load refuses, so its float weights are stored and quantised again at load, which is
+deterministic (per-tensor min/max), so the INT8 weights are the exporter's.
 """
 
 from __future__ import annotations
@@ -21,17 +24,46 @@ def quantize_linear_layers(model: Any) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao eager quantisation is deprecated but still the CPU path
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8)
+
+
+def _lstm_weights(model: Any) -> dict[str, Any]:
+    import torch
+
+    return {
+        f"{name}.{weight}": value.detach()
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.LSTM)
+        for weight, value in module.named_parameters()
+    }
+
+
+def quantized_state(model: Any) -> dict[str, Any]:
+    """The INT8 state of float ``model``: plain and quantised tensors only (LSTMs as float)."""
+    import torch
+
+    state = quantize_linear_layers(model).state_dict()
+    # edited in place: the dict's ``_metadata`` holds the module versions quantised layers load by
+    for key in [key for key, value in state.items() if isinstance(value, torch.ScriptObject)]:
+        del state[key]
+    state.update(_lstm_weights(model))
+    return state
 
 
 def load_quantized(path: Path) -> Any:
     """Rebuild the INT8 module structure from config, then load the saved INT8 tensors."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(path)
-    skeleton = quantize_linear_layers(AutoModelForSequenceClassification.from_config(config).eval())
-    skeleton.load_state_dict(torch.load(path / STATE_FILE, weights_only=True))
+    from harness.models.classifier import classifier_from_config
+
+    state = torch.load(path / STATE_FILE, weights_only=True)
+    model = classifier_from_config(path).eval()
+    lstm = _lstm_weights(model)
+    model.load_state_dict({key: state.pop(key) for key in lstm}, strict=False)
+    skeleton = quantize_linear_layers(model)
+    # the packed LSTM weights were just quantised from the stored floats: load them as they are
+    state.update({key: value for key, value in skeleton.state_dict().items() if isinstance(value, torch.ScriptObject)})
+    skeleton.load_state_dict(state)
     return skeleton.eval()
 
 
@@ -46,7 +78,7 @@ class TorchDynamicInt8(Exporter):
 
         model = load_hf_classifier(source)
         model.config.save_pretrained(out_dir)
-        torch.save(quantize_linear_layers(model).state_dict(), out_dir / STATE_FILE)
+        torch.save(quantized_state(model), out_dir / STATE_FILE)
         copy_tokenizer(source, out_dir)
 
 

@@ -20,6 +20,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 
+class NotApplicable(Exception):  # noqa: N818 - a verdict, not a failure
+    """Raised by ``Exporter.export`` when its variant does not apply to this model (a graph fusion
+    for an architecture the runtime cannot fuse): the cells become ``n/a`` rows with this reason."""
+
+
 class Options(BaseModel):
     """Typed options of an adapter; unknown keys are errors."""
 
@@ -125,6 +130,10 @@ class Exporter(ABC):
     def unavailable_reason(self) -> str | None:
         return missing_modules(*self.requires)
 
+    def model_unavailable_reason(self, model_type: str) -> str | None:
+        """Why this exporter cannot make a variant of a model of this architecture (config ``model_type``)."""
+        return None
+
     def format_for(self, options: Mapping[str, Any]) -> str:
         """The format of the artifact these (suite-validated) options make: ``format`` unless an
         option changes what can load it (ORT's fused graph holds ops only ONNX Runtime runs)."""
@@ -220,6 +229,11 @@ class Backend(ABC):
 
     def cell_unavailable_reason(self, artifact_format: str, device: str) -> str | None:
         """Why this format cannot run on ``device`` with this backend (e.g. CPU-only kernels)."""
+        return None
+
+    def model_unavailable_reason(self, model_type: str) -> str | None:
+        """Why a model of this architecture (config ``model_type``) cannot run here; asked once the
+        model is built, before its variants are exported."""
         return None
 
     def options_unavailable_reason(self, options: Options, device: str) -> str | None:

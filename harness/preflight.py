@@ -31,6 +31,7 @@ class ModelFacts:
     depth: int | None = None
     positions: int | None = None
     num_labels: int | None = None
+    model_type: str | None = None
 
 
 def preflight(
@@ -51,6 +52,7 @@ def preflight(
     facts = _model_facts(suite, file, problems)
     checks = (
         lambda: _check_lineage(suite, file, facts),
+        lambda: _check_architectures(suite, file, facts),
         lambda: _check_positions(suite, file, facts),
         lambda: _check_task(suite, file, hub_reachable, facts, registries),
         lambda: _check_baseline(suite, file, registries),
@@ -79,8 +81,10 @@ def _model_facts(suite: Suite, file: str, problems: list[SuiteError]) -> dict[st
                 facts[model.name] = ModelFacts(num_labels=model.num_labels)
             continue
         parent = facts.get(model.parent or "", ModelFacts())
-        depth = len(model.distill.layers) if model.distill is not None else parent.depth
-        facts[model.name] = ModelFacts(depth, parent.positions, model.num_labels)
+        depth = parent.depth
+        if model.distill is not None:  # a lightweight student has no transformer layers to count
+            depth = len(model.distill.layers) if model.distill.student is None else None
+        facts[model.name] = ModelFacts(depth, parent.positions, model.num_labels, parent.model_type)
     return facts
 
 
@@ -90,10 +94,12 @@ def _source_facts(model: ModelConfig, file: str, key: str) -> ModelFacts:
         name = source.removeprefix("builtin:")
         if name not in BUILTINS:
             raise SuiteError(file, key, f"unknown builtin model '{name}' (known: {', '.join(BUILTINS)})")
-        from harness.models.tiny import TINY_BERT_CONFIG
+        from harness.models.tiny import TINY_CONFIGS
 
-        config = TINY_BERT_CONFIG
-        return ModelFacts(config["num_hidden_layers"], config["max_position_embeddings"], model.num_labels)
+        config = TINY_CONFIGS[name.removeprefix("tiny-")]
+        return ModelFacts(
+            _depth(config), config["max_position_embeddings"], model.num_labels, name.removeprefix("tiny-")
+        )
     folder = _source_dir(source, file, key)
     if folder is None:
         return ModelFacts(num_labels=model.num_labels)  # a hub id: read when the run fetches it
@@ -103,7 +109,11 @@ def _source_facts(model: ModelConfig, file: str, key: str) -> ModelFacts:
         raise SuiteError(file, key, str(error)) from None
     # a fine-tuned model gets a fresh head of num_labels classes; otherwise the config's head counts
     labels = model.num_labels if model.finetune is not None else _config_num_labels(config) or model.num_labels
-    return ModelFacts(config.get("num_hidden_layers"), config.get("max_position_embeddings"), labels)
+    return ModelFacts(_depth(config), config.get("max_position_embeddings"), labels, config.get("model_type"))
+
+
+def _depth(config: dict[str, Any]) -> int | None:
+    return config.get("num_hidden_layers", config.get("n_layers"))  # DistilBERT says n_layers
 
 
 def _source_dir(source: str, file: str, key: str) -> Path | None:
@@ -136,7 +146,7 @@ def _check_lineage(suite: Suite, file: str, facts: dict[str, ModelFacts]) -> Non
     """Distilled layers must exist in the parent (for a distilled parent: its own kept layers)."""
     for index, model in enumerate(suite.models):
         depth = facts.get(model.parent or "", ModelFacts()).depth
-        if model.distill is None or depth is None:
+        if model.distill is None or model.distill.student is not None or depth is None:
             continue
         for position, layer in enumerate(model.distill.layers):
             if layer >= depth:
@@ -146,6 +156,28 @@ def _check_lineage(suite: Suite, file: str, facts: dict[str, ModelFacts]) -> Non
                     f"layer {layer} is beyond the parent model '{model.parent}', which has {depth} "
                     f"layer{'s' if depth != 1 else ''} (0..{depth - 1})",
                 )
+
+
+def _check_architectures(suite: Suite, file: str, facts: dict[str, ModelFacts]) -> None:
+    """Layer selection and pruning know each supported encoder's module names, and some cannot lose
+    heads: said before anything trains."""
+    from harness.compress.architectures import ARCHITECTURES
+
+    for index, model in enumerate(suite.models):
+        model_type = facts.get(model.parent or "", ModelFacts()).model_type
+        transformer_stage = model.prune is not None or (model.distill is not None and model.distill.student is None)
+        if model_type is None or not transformer_stage:
+            continue
+        if model_type not in ARCHITECTURES:
+            raise SuiteError(
+                file,
+                f"models[{index}].{model.stage}",
+                f"the parent model '{model.parent}' is a {model_type!r} model, which the compression stages do not "
+                f"support (supported: {', '.join(sorted(ARCHITECTURES))})",
+            )
+        reason = ARCHITECTURES[model_type].no_head_pruning
+        if model.prune is not None and model.prune.head_fraction > 0 and reason:
+            raise SuiteError(file, f"models[{index}].prune.head_fraction", f"cannot prune {model_type} heads: {reason}")
 
 
 def _check_positions(suite: Suite, file: str, facts: dict[str, ModelFacts]) -> None:

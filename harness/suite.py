@@ -237,6 +237,19 @@ def _classes_inherited(models: list[ModelConfig]) -> list[ModelConfig]:
     return list(done.values())
 
 
+def _lightweight_parents(models: list[ModelConfig]) -> None:
+    """Only transformers are compressed further: a BiLSTM or CNN student has no layers to drop,
+    no heads to prune, and no embedding table of a teacher's to start another student from."""
+    lightweight = {m.name: m.distill.student.kind for m in models if m.distill is not None and m.distill.student}
+    problems = [
+        ((index, "parent"), f"{model.parent!r} is a {lightweight[model.parent]} student: only transformer "
+         "models can be distilled or pruned further", model.parent)
+        for index, model in enumerate(models)
+        if model.parent in lightweight
+    ]  # fmt: skip
+    fail("models", problems)
+
+
 class Suite(Strict):
     name: SafeName
     description: Annotated[str, Field(max_length=2000)] = ""
@@ -271,6 +284,7 @@ class Suite(Strict):
         problems = [((i, "name"), text, name) for i, text, name in duplicates(names)]
         problems += [((i, "parent"), text, p) for i, text, p in parent_problems(names, [m.parent for m in models])]
         fail("models", problems)
+        _lightweight_parents(models)
         return _classes_inherited(models)
 
     @field_validator("exporters", "backends")

@@ -252,6 +252,22 @@ CASES: dict[str, Case] = {
         ),
         ["models[1].distill.layers[0]: layer 3 is beyond the parent model 'tiny', which has 3 layers"],
     ),
+    "prune-heads-of-mpnet": lambda t: (
+        _suite(
+            t,
+            _train_data(t),
+            models=[{"name": "tiny", "source": "builtin:tiny-mpnet"}, {"name": "p", "parent": "tiny", "prune": {}}],
+        ),
+        ["models[1].prune.head_fraction: cannot prune mpnet heads: ", "use head_fraction: 0"],
+    ),
+    "distill-unsupported-architecture": lambda t: (
+        _suite(
+            t,
+            _train_data(t),
+            models=[{"name": "tiny", "source": str(_model_dir(t, _config(model_type="gpt2")))}, _distill([0])],
+        ),
+        ["models[1].distill: the parent model 'tiny' is a 'gpt2' model, which the compression stages do not support"],
+    ),
     "baseline-format-mismatch": lambda t: (
         _suite(t, baseline={"exporter": "onnx-fp32", "backend": "pytorch"}),
         ["baseline.backend: backend 'pytorch' cannot load the 'onnx' format of exporter 'onnx-fp32'"],

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.compress.architectures import architecture_of, model_inputs
 from harness.compress.batching import Encoded, encode
 from harness.compress.options import DistillOptions
 from harness.compress.trainer_loop import trainer_train_loop
@@ -33,7 +34,11 @@ from harness.compress.training import (
     subset,
 )
 
-_LAYER_KEY = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
+
+def _layer_key(layers_path: str) -> re.Pattern[str]:
+    """State-dict keys of one encoder layer (``encoder.layer.3.``, DistilBERT's ``transformer.layer.3.``);
+    other encoder parameters (DeBERTa's relative embeddings, MPNet's relative bias) are not layers."""
+    return re.compile(rf"(^|\.){re.escape(layers_path)}\.(\d+)\.")
 
 
 def distillation_loss(
@@ -64,8 +69,10 @@ def make_student(teacher_model: torch.nn.Module, layers: list[int]) -> torch.nn.
     """Same architecture with only ``layers`` of the teacher's encoder, weights copied.
 
     Everything outside the encoder stack (embeddings, pooler, classifier) is copied verbatim.
-    ``config.num_hidden_layers`` shrinks, so the result reloads with ``from_pretrained``.
+    ``config.num_hidden_layers`` shrinks, so the result reloads with ``from_pretrained``. The layers
+    are found by each architecture's own module names (:mod:`harness.compress.architectures`).
     """
+    layer_key = _layer_key(architecture_of(teacher_model).layers)
     n_teacher = teacher_model.config.num_hidden_layers
     if not layers or any(not 0 <= i < n_teacher for i in layers) or len(set(layers)) != len(layers):
         raise ValueError(f"layers must be distinct indices in [0, {n_teacher}), got {layers}")
@@ -80,7 +87,7 @@ def make_student(teacher_model: torch.nn.Module, layers: list[int]) -> torch.nn.
     new_of_old = {old: new for new, old in enumerate(layers)}
     state = {}
     for key, value in teacher_model.state_dict().items():
-        m = _LAYER_KEY.search(key)
+        m = layer_key.search(key)
         if m is None:
             state[key] = value.clone()
         elif int(m.group(2)) in new_of_old:
@@ -177,11 +184,12 @@ def train_with_distillation(
     outputs = {"output_hidden_states": use_hidden, "output_attentions": use_attention}
 
     def step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], idx: np.ndarray) -> torch.Tensor:
+        batch = model_inputs(model, batch)
         out = model(**batch, **outputs)
         t_out = None
         if teacher is not None and (use_hidden or use_attention or teacher_logits is None):
             with torch.no_grad():
-                t_out = teacher(**batch, **outputs)
+                t_out = teacher(**model_inputs(teacher, batch), **outputs)
         t_logits = teacher_logits[idx].to(device) if teacher_logits is not None else t_out.logits
         loss = distillation_loss(out.logits, t_logits, labels[idx].to(device), temperature, alpha)
         mask = batch["attention_mask"]
@@ -219,7 +227,8 @@ def distill(
     validation_labels: Sequence[int] | None = None,
     checkpoint: Checkpoint | None = None,
 ) -> dict:
-    """Build a student from ``options.layers`` of the teacher and distil it; save to ``out_dir``.
+    """Build a student from ``options.layers`` of the teacher (or the lightweight ``options.student``)
+    and distil it; save to ``out_dir``.
 
     ``teacher_logits``, if given, must align with ``texts`` (full list, before subsampling).
     The validation texts (held out of the train split) only score the result.
@@ -233,7 +242,12 @@ def distill(
     set_seed(options.seed)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
-    student = make_student(teacher, list(options.layers))
+    if options.student is not None:
+        from harness.compress.lightweight import build_student
+
+        student = build_student(teacher, options.student, teacher.config.num_labels)
+    else:
+        student = make_student(teacher, list(options.layers))
 
     idx = subsample(len(texts), options.max_train_samples, options.seed)
     enc = subset(encode(tokenizer, texts, options.max_length), idx)
@@ -275,7 +289,7 @@ def distill(
         teacher=teacher if per_batch_teacher else None,
         hidden_loss_weight=options.hidden_loss_weight,
         attention_loss_weight=options.attention_loss_weight,
-        layer_map=list(options.layers),
+        layer_map=list(options.layers) if options.student is None else None,
         checkpoint=checkpoint,
     )
     report.update(stats)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from harness.compress.architectures import model_inputs
 from harness.compress.batching import encode
 from harness.compress.distill import save_model, validation_report
 from harness.compress.options import FinetuneOptions
@@ -51,7 +52,7 @@ def finetune(
     y = torch.tensor([int(labels[int(i)]) for i in idx], dtype=torch.long)
 
     def step_loss(m: torch.nn.Module, batch: dict[str, torch.Tensor], bidx) -> torch.Tensor:
-        logits = m(**batch).logits.float()
+        logits = m(**model_inputs(m, batch)).logits.float()
         return torch.nn.functional.cross_entropy(logits, y[bidx].to(logits.device))
 
     stats = trainer_train_loop(

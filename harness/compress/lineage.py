@@ -1,4 +1,4 @@
-"""Describe a (possibly compressed) BERT-family classifier: shape, size, compute, sparsity.
+"""Describe a (possibly compressed) encoder classifier: shape, size, compute, sparsity.
 
 Used to put "what was removed" next to every benchmark number.
 """
@@ -9,15 +9,16 @@ from pathlib import Path
 
 import torch
 
+from harness.compress.architectures import architecture_of, encoder_layers, ffn_width, heads_in, submodule
 from harness.measure.flops import encoder_flops_per_token
 
 
 def _load(model_or_dir: torch.nn.Module | str | Path) -> torch.nn.Module:
     if isinstance(model_or_dir, torch.nn.Module):
         return model_or_dir
-    from transformers import AutoModelForSequenceClassification
+    from harness.models.classifier import load_classifier
 
-    return AutoModelForSequenceClassification.from_pretrained(model_or_dir)
+    return load_classifier(model_or_dir)
 
 
 def describe_model(model_or_dir: torch.nn.Module | str | Path, seq_len: int = 128) -> dict:
@@ -30,19 +31,24 @@ def describe_model(model_or_dir: torch.nn.Module | str | Path, seq_len: int = 12
 
     model = _load(model_or_dir)
     cfg = model.config
-    base = model.base_model
-    layers = list(base.encoder.layer)
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
-    heads = [int(layer.attention.self.num_attention_heads) for layer in layers]
-    ffn = [int(layer.intermediate.dense.out_features) for layer in layers]
+    if cfg.model_type.startswith("harness-"):  # a BiLSTM or CNN student: no layers, heads or FFN
+        from harness.compress.lightweight import describe_lightweight
+
+        return describe_lightweight(model, seq_len)
+    arch = architecture_of(model)
+    layers = list(encoder_layers(model))
+    head_dim = submodule(layers[0], arch.attention_out).in_features // heads_in(layers[0], arch)
+    heads = [heads_in(layer, arch) for layer in layers]
+    ffn = [ffn_width(layer, arch) for layer in layers]
     total = sum(p.numel() for p in model.parameters())
-    emb = sum(p.numel() for p in base.embeddings.parameters())
+    emb = sum(p.numel() for p in model.base_model.embeddings.parameters())
     return {
         "model_type": cfg.model_type,
         "layers": len(layers),
         "hidden": int(cfg.hidden_size),
         "heads": sum(heads),
         "heads_per_layer": heads,
+        "head_dim": head_dim,
         "ffn": sum(ffn),
         "ffn_per_layer": ffn,
         "params_total": int(total),

@@ -6,10 +6,11 @@ the rest of the suite: no booleans as numbers, no NaN or infinity, and every siz
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
+from harness.compress.lightweight_options import LightweightOptions
 from harness.compress.search_options import SearchOptions, validate_space
 from harness.suite_rules import MAX_SEED, STRICT, duplicates, fail
 
@@ -83,10 +84,14 @@ class FinetuneOptions(StageOptions):
 
 
 class DistillOptions(SearchableStage):
-    """A student made of chosen teacher layers, trained on the teacher's soft labels.
+    """A student made of chosen teacher layers, trained on the teacher's soft labels; or, with
+    ``student``, a non-transformer student (BiLSTM or CNN) over the teacher's token embeddings.
 
     Whether the layers exist in the teacher is checked against its config before a run (preflight).
     """
+
+    # the options below that only a layer-subset transformer student has
+    TRANSFORMER_ONLY: ClassVar[frozenset[str]] = frozenset({"layers", "hidden_loss_weight", "attention_loss_weight"})
 
     layers: list[LayerIndex] = Field(default=[0, 2, 4], min_length=1, max_length=128)
     temperature: Temperature = 2.0
@@ -94,6 +99,19 @@ class DistillOptions(SearchableStage):
     learning_rate: LearningRate = 1e-4
     hidden_loss_weight: Annotated[float, Field(ge=0.0, le=1000)] = 0.0
     attention_loss_weight: Annotated[float, Field(ge=0.0, le=1000)] = 0.0
+    student: LightweightOptions | None = None
+
+    @model_validator(mode="after")
+    def _lightweight_has_no_layers(self) -> DistillOptions:
+        if self.student is None:
+            return self
+        stray = self.TRANSFORMER_ONLY & (self.model_fields_set | set(self.search.space if self.search else ()))
+        if stray:
+            raise ValueError(
+                f"{', '.join(sorted(stray))} only apply to a transformer student, not to student kind "
+                f"{self.student.kind!r} (it has no transformer layers)"
+            )
+        return self
 
     @field_validator("layers")
     @classmethod

@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 
+from harness.compress.architectures import architecture_of, encoder_layers, model_inputs
 from harness.compress.batching import Encoded, bucket_batches, collate, encode
 from harness.compress.distill import save_model, train_with_distillation, validation_report
 from harness.compress.options import PruneOptions
+from harness.compress.structure import remove_ffn_neurons, remove_heads, unit_masks
 from harness.compress.training import (
     Checkpoint,
     autocast,
@@ -31,10 +33,7 @@ from harness.compress.training import (
     subsample,
     subset,
 )
-
-
-def _layers(model: torch.nn.Module):
-    return model.base_model.encoder.layer
+from harness.errors import HarnessError
 
 
 def compute_importance(
@@ -51,38 +50,27 @@ def compute_importance(
     Scores are summed |gradient| per batch -- a cheap stand-in for Michel's per-example mean.
     """
     device = torch.device(device)
-    cfg = model.config
-    if any((cfg.pruned_heads or {}).values()):
+    if any((model.config.pruned_heads or {}).values()):
+        # prune_heads counts heads by their original index: scores of the remaining ones would not map
         raise ValueError("compute_importance needs a model without pruned heads")
     model.to(device).eval()  # eval: dropout noise would blur the ranking
     saved = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)  # only mask gradients are needed; skip weight grads entirely
-
-    n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
-    head_mask = torch.ones(n_layers, n_heads, device=device, requires_grad=True)
-    ffn_masks = [
-        torch.ones(layer.intermediate.dense.out_features, device=device, requires_grad=True) for layer in _layers(model)
-    ]
-    head_imp = torch.zeros(n_layers, n_heads)
-    ffn_imp = [torch.zeros(m.numel()) for m in ffn_masks]
-    hooks = [
-        layer.intermediate.register_forward_hook(lambda _m, _i, out, mask=mask: out * mask)
-        for layer, mask in zip(_layers(model), ffn_masks)
-    ]
     try:
-        for idx in bucket_batches(encoded.lengths, batch_size, shuffle=False):
-            batch = {k: v.to(device) for k, v in collate(encoded, idx).items()}
-            with autocast(device, bf16):
-                logits = model(**batch, head_mask=head_mask).logits.float()
-            loss = F.cross_entropy(logits, labels[idx].to(device), reduction="sum")
-            grads = torch.autograd.grad(loss, [head_mask, *ffn_masks])
-            head_imp += grads[0].abs().float().cpu()
-            for acc, g in zip(ffn_imp, grads[1:]):
-                acc += g.abs().float().cpu()
+        with unit_masks(model, device) as (head_mask, ffn_masks):
+            head_imp = torch.zeros(head_mask.shape)
+            ffn_imp = [torch.zeros(m.numel()) for m in ffn_masks]
+            for idx in bucket_batches(encoded.lengths, batch_size, shuffle=False):
+                batch = {k: v.to(device) for k, v in collate(encoded, idx).items()}
+                with autocast(device, bf16):
+                    logits = model(**model_inputs(model, batch)).logits.float()
+                loss = F.cross_entropy(logits, labels[idx].to(device), reduction="sum")
+                grads = torch.autograd.grad(loss, [head_mask, *ffn_masks])
+                head_imp += grads[0].abs().float().cpu()
+                for acc, g in zip(ffn_imp, grads[1:]):
+                    acc += g.abs().float().cpu()
     finally:
-        for h in hooks:
-            h.remove()
         for p, r in zip(model.parameters(), saved):
             p.requires_grad_(r)
     return head_imp, ffn_imp
@@ -109,21 +97,6 @@ def select_heads(head_imp: torch.Tensor, fraction: float) -> dict[int, list[int]
         left[layer] -= 1
         target -= 1
     return {k: sorted(v) for k, v in sorted(chosen.items())}
-
-
-def prune_ffn(model: torch.nn.Module, keep: list[torch.Tensor]) -> None:
-    """Keep only the given intermediate neurons per layer (all layers must keep equally many,
-    because BERT's config has a single ``intermediate_size`` and from_pretrained must match)."""
-    from transformers.pytorch_utils import prune_linear_layer
-
-    widths = {len(k) for k in keep}
-    if len(widths) != 1:
-        raise ValueError("every layer must keep the same number of FFN neurons")
-    for layer, idx in zip(_layers(model), keep):
-        idx = torch.as_tensor(idx, dtype=torch.long).sort().values
-        layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, idx, dim=0)
-        layer.output.dense = prune_linear_layer(layer.output.dense, idx, dim=1)
-    model.config.intermediate_size = widths.pop()
 
 
 def prune_structured(
@@ -158,9 +131,9 @@ def prune_structured(
     n_keep = max(1, width - int(round(ffn_fraction * width)))
     keep = [torch.argsort(imp, descending=True, stable=True)[:n_keep] for imp in ffn_imp]
     if heads:
-        model.prune_heads(heads)
+        remove_heads(model, heads)
     if n_keep < width:
-        prune_ffn(model, keep)
+        remove_ffn_neurons(model, keep)
     return {
         "pruned_heads": {int(k): v for k, v in heads.items()},
         "heads_removed": sum(len(v) for v in heads.values()),
@@ -196,6 +169,9 @@ def prune(
     set_seed(options.seed)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     model = AutoModelForSequenceClassification.from_pretrained(student_dir)
+    reason = architecture_of(model).no_head_pruning
+    if options.head_fraction > 0 and reason is not None:  # said before any slow step
+        raise HarnessError(f"cannot prune the heads of a {model.config.model_type} model: {reason}")
     report: dict = {
         "stage": "prune",
         "options": options_dict(options),
@@ -283,7 +259,7 @@ def teacher_layers(model: torch.nn.Module, teacher: torch.nn.Module | None) -> l
 def _magnitude_targets(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
     # Encoder Linear weights only: embeddings are lookups (sparsity buys no FLOPs) and the
     # tiny classifier is too sensitive for what it would save.
-    return [(m, "weight") for m in model.base_model.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    return [(m, "weight") for m in encoder_layers(model).modules() if isinstance(m, torch.nn.Linear)]
 
 
 def magnitude_prune(model: torch.nn.Module, sparsity: float) -> torch.nn.Module:

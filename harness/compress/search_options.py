@@ -17,7 +17,7 @@ from harness.suite_rules import MAX_SEED, STRICT, Text, fail, key_path, message,
 
 # options a study must not vary: the block itself, the seed the trials share (a search over seeds
 # measures luck, not a recipe) and where the trials run
-NOT_SEARCHABLE = frozenset({"search", "seed", "device"})
+NOT_SEARCHABLE = frozenset({"search", "seed", "device", "student"})
 MAX_COMBINATIONS = 256  # beyond, the candidates are checked one option at a time only
 SPACE_WHERE = ("search", "space")
 
@@ -207,7 +207,7 @@ def rejection(model: type[BaseModel], base: BaseModel, update: dict[str, Any]) -
 
     The search block is dropped: a trial is an ordinary stage, and validating it again would recurse.
     """
-    data = {**base.model_dump(), **update}
+    data = {**base.model_dump(exclude_unset=True), **update}  # unset options keep their defaults
     if "search" in model.model_fields:
         data["search"] = None
     try:

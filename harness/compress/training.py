@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from harness.compress.architectures import model_inputs
 from harness.compress.batching import Encoded, bucket_batches, collate
 from harness.compress.options import BF16_MARGIN
 
@@ -128,7 +129,7 @@ def predict_logits(
     for idx in tqdm(batches, desc=desc, unit="batch", mininterval=5.0, disable=desc is None):
         batch = {k: v.to(device) for k, v in collate(encoded, idx).items()}
         with autocast(device, bf16):
-            logits = model(**batch).logits
+            logits = model(**model_inputs(model, batch)).logits
         logits = logits.float().cpu().numpy()
         if out is None:
             out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)

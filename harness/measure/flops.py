@@ -38,6 +38,8 @@ def _flops_per_token(
 
 
 def _split_flops(lineage: Mapping[str, Any], width: int, batch_size: int) -> tuple[float, float]:
+    if not lineage["heads_per_layer"]:  # a BiLSTM or CNN student: a fixed cost per token, no attention
+        return float(lineage["flops_per_token"] * width * batch_size), 0.0
     linear, attention = _flops_per_token(
         int(lineage["hidden"]), lineage["heads_per_layer"], int(lineage["head_dim"]), lineage["ffn_per_layer"], width
     )

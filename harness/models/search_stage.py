@@ -74,7 +74,7 @@ def searched_stage(
 def trial_options_for(options: Any, params: dict[str, Any]) -> Any:
     """The stage's options with a trial's values, validated again (a searched value obeys the same
     rules as a written one) and without the search block, so the trial is an ordinary stage."""
-    return type(options).model_validate({**options.model_dump(), **params, "search": None})
+    return type(options).model_validate({**options.model_dump(exclude_unset=True), **params, "search": None})
 
 
 def _keep_if_best(folder: Path, value: float, params: dict[str, Any], study_dir: Path) -> None:

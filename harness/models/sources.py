@@ -1,8 +1,8 @@
 """Resolve a suite's model source to a local Hugging Face model directory.
 
 Sources: a local directory, ``package:<module>`` (a model shipped inside an installed Python
-package), ``builtin:tiny-bert`` (created on demand), or a hub id (used from the local HF cache,
-downloaded only when the hub is reachable).
+package), ``builtin:tiny-<architecture>`` such as ``builtin:tiny-bert`` (created on demand), or a
+hub id (used from the local HF cache, downloaded only when the hub is reachable).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from harness.readers import FileFormatError, check_safetensors_header, json_type
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 # counts the harness reads from config.json (depth, position limit, classes); absent is fine
-CONFIG_COUNTS = ("num_labels", "num_hidden_layers", "max_position_embeddings")
+CONFIG_COUNTS = ("num_labels", "num_hidden_layers", "n_layers", "max_position_embeddings")
 MAX_CONFIG_BYTES = 4 * 2**20
-BUILTINS = ("tiny-bert",)
+# a tiny random classifier per supported architecture (harness.models.tiny.TINY_CONFIGS)
+BUILTINS = ("tiny-bert", "tiny-distilbert", "tiny-roberta", "tiny-deberta-v2", "tiny-electra", "tiny-mpnet")
 
 
 def resolve_model_source(source: str, cache: ArtifactCache, num_labels: int = 2) -> Path:
@@ -100,12 +101,13 @@ def check_weights(folder: Path) -> None:
 
 
 def _builtin(name: str, cache: ArtifactCache, num_labels: int) -> Path:
-    if name != "tiny-bert":
+    if name not in BUILTINS:
         raise ModelNotFoundError(f"unknown builtin model '{name}' (known: {', '.join(BUILTINS)})")
-    from harness.models.tiny import create_tiny_bert
+    from harness.models.tiny import create_tiny_model
 
+    architecture = name.removeprefix("tiny-")
     key = cache.key("builtin", name, num_labels)
-    return cache.get_or_build("models", key, lambda out: create_tiny_bert(out, num_labels=num_labels))
+    return cache.get_or_build("models", key, lambda out: create_tiny_model(architecture, out, num_labels=num_labels))
 
 
 def _package_model_dir(module: str) -> Path:

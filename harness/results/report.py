@@ -59,6 +59,7 @@ ACCURACY_COLUMNS = {
 LINEAGE_FIELDS = {
     "parent": "parent",
     "stage": "stage",
+    "model_type": "architecture",
     "layers": "layers",
     "heads": "heads",
     "ffn": "FFN width (sum)",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.adapters import Artifact, CalibrationData
+from harness.adapters import Artifact, CalibrationData, NotApplicable
 from harness.cache import ArtifactCache
 from harness.environment import PACKAGES, package_versions
 from harness.results.build import CellContext, artifact_size_mb
@@ -52,6 +52,10 @@ def export_variant(
     """Export ``variant`` (cached by exporter, code version, options, model and calibration data) and
     build its ``Ready``; raises what the exporter raised."""
     label = f"{variant.model}/{variant.exporter.display_name}"
+    model_type = str(model.lineage.get("model_type"))
+    reason = exporter.model_unavailable_reason(model_type) or backend.model_unavailable_reason(model_type)
+    if reason:
+        raise NotApplicable(reason)
     options = exporter.Options.model_validate(variant.exporter.options)
     backend_options = backend.Options.model_validate(variant.backend.options)
     data = calibration() if exporter.needs_calibration else None

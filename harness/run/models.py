@@ -70,7 +70,6 @@ def prepare_model(
         "parent": built.parent,
         "stage": built.stage,
         **describe_model(reference.model, seq_len=suite.max_length),
-        "head_dim": model_config.hidden_size // model_config.num_attention_heads,
         "train_seconds": built.report.get("train_seconds", built.report.get("stage_seconds")),
         "train_samples": built.report.get("train_samples"),
         "training_precision": built.report.get("training_precision"),

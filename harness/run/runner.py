@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from harness.adapters import NotApplicable
 from harness.cache import ArtifactCache
 from harness.data.splits import load_split
 from harness.environment import collect_environment, environment_fingerprint
@@ -193,13 +194,17 @@ class Runner:
                 self.judging,
                 on_build=lambda label: self.bar.set_postfix_str(f"exporting {label}"),
             )
+        except NotApplicable as verdict:
+            self._unmeasured(variant, model, "n/a", str(verdict))
         except Exception as error:  # one failed export must not stop the other variants
             log.exception("export %s/%s failed", variant.model, variant.exporter.display_name)
-            base = {"model": variant.model, "exporter": variant.exporter.display_name, "params": model.params}
-            for shape in variant.shapes:
-                reason = f"export failed: {type(error).__name__}: {error}"
-                self.unmeasured.append(failed_row({**variant.base(shape), **base}, "error", reason, self.run_info))
-            return None
+            self._unmeasured(variant, model, "error", f"export failed: {type(error).__name__}: {error}")
+        return None
+
+    def _unmeasured(self, variant: Variant, model: PreparedModel, status: str, reason: str) -> None:
+        base = {"model": variant.model, "exporter": variant.exporter.display_name, "params": model.params}
+        for shape in variant.shapes:
+            self.unmeasured.append(failed_row({**variant.base(shape), **base}, status, reason, self.run_info))
 
     def _run_rounds(self, ready: list[Ready]) -> None:
         rounds = self.suite.timing.rounds

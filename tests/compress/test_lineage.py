@@ -3,7 +3,8 @@ from _compress_toys import tiny_model
 
 from harness.compress.distill import make_student
 from harness.compress.lineage import describe_model
-from harness.compress.prune import magnitude_prune, prune_ffn
+from harness.compress.prune import magnitude_prune
+from harness.compress.structure import remove_ffn_neurons
 
 
 def test_describe_dense_model(model_dir):
@@ -22,7 +23,7 @@ def test_describe_dense_model(model_dir):
 def test_describe_compressed_model():
     model = make_student(tiny_model(), [0, 2, 3])
     model.prune_heads({0: [0, 1]})
-    prune_ffn(model, [torch.arange(40)] * 3)
+    remove_ffn_neurons(model, [torch.arange(40)] * 3)
     magnitude_prune(model, 0.3)
     d = describe_model(model, seq_len=16)
     assert d["layers"] == 3 and d["heads_per_layer"] == [2, 4, 4] and d["ffn"] == 120
