@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from exporters._common import copy_tokenizer, export_onnx
-from exporters._ort import ORT_ONLY_FORMAT, fuse_transformer_graph
+from exporters._ort import ORT_ONLY_FORMAT, fuse_transformer_graph, ort_model_type
 from harness.adapters import CalibrationData, Exporter, Options
 
 # Conv: the lightweight CNN student's convolutions (a transformer graph has none)
@@ -249,6 +249,19 @@ def _pre_process(model_path: Path, out_path: Path) -> Path:
     return model_path
 
 
+def _fused_with_types(model_path: Path, staging: Path) -> Path:
+    """ORT's graph fusions, typed by ORT's symbolic shape inference (which knows their contrib ops):
+    the calibrator observes only tensors of known type, so untyped it skips everything after the
+    first fused op, and quantizing the pooler's bias then fails for want of its input's scale."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    fused = staging / "fused.onnx"
+    fuse_transformer_graph(model_path, fused, staging / "config.json")
+    onnx.save(SymbolicShapeInference.infer_shapes(onnx.load(str(fused)), auto_merge=True), str(fused))
+    return fused
+
+
 class OrtStaticInt8(Exporter):
     name = "ort-static-int8"
     format = "onnx"
@@ -269,6 +282,8 @@ class OrtStaticInt8(Exporter):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from transformers import AutoTokenizer
 
+        if options.optimize:
+            ort_model_type(source)  # an architecture ORT cannot fuse is n/a before any export work
         staging = out_dir / "fp32"
         model_path = export_onnx(source, staging)
         # One batch per collect: the histogram calibrators stack a collect's outputs into one array
@@ -278,8 +293,7 @@ class OrtStaticInt8(Exporter):
         if options.method == "percentile":
             extra["CalibPercentile"] = options.percentile
         if options.optimize:
-            fuse_transformer_graph(model_path, staging / "fused.onnx", staging / "config.json")
-            model_path = staging / "fused.onnx"
+            model_path = _fused_with_types(model_path, staging)
             extra["DefaultTensorType"] = onnx.TensorProto.FLOAT  # fused contrib ops carry no type info
         model_path = _pre_process(model_path, staging / "prepared.onnx")
         model = onnx.load(str(model_path))

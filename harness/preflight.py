@@ -96,9 +96,10 @@ def _source_facts(model: ModelConfig, file: str, key: str) -> ModelFacts:
             raise SuiteError(file, key, f"unknown builtin model '{name}' (known: {', '.join(BUILTINS)})")
         from harness.models.tiny import TINY_CONFIGS
 
-        config = TINY_CONFIGS[name.removeprefix("tiny-")]
+        architecture = name.removeprefix("tiny-")
+        config = TINY_CONFIGS[architecture]
         return ModelFacts(
-            _depth(config), config["max_position_embeddings"], model.num_labels, name.removeprefix("tiny-")
+            _depth(config, architecture), config["max_position_embeddings"], model.num_labels, architecture
         )
     folder = _source_dir(source, file, key)
     if folder is None:
@@ -112,8 +113,10 @@ def _source_facts(model: ModelConfig, file: str, key: str) -> ModelFacts:
     return ModelFacts(_depth(config), config.get("max_position_embeddings"), labels, config.get("model_type"))
 
 
-def _depth(config: dict[str, Any]) -> int | None:
-    return config.get("num_hidden_layers", config.get("n_layers"))  # DistilBERT says n_layers
+def _depth(config: dict[str, Any], model_type: str | None = None) -> int | None:
+    from harness.compress.architectures import config_depth  # torch-free
+
+    return config_depth(config, model_type)  # by the architecture's own key: DistilBERT says n_layers
 
 
 def _source_dir(source: str, file: str, key: str) -> Path | None:

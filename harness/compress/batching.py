@@ -84,5 +84,8 @@ def collate(encoded: Encoded, indices: np.ndarray) -> dict[str, torch.Tensor]:
         ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[j, : len(r)] = 1
     # Single-segment classification: token_type_ids are all zero, passed explicitly so that
-    # models without a registered default buffer behave the same.
+    # models without a registered default buffer behave the same. Every model call takes the batch
+    # through architectures.model_inputs, which drops them for a model that does not take them
+    # (DistilBERT, MPNet, the lightweight students): one batch may feed a teacher and a student
+    # that differ in this.
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}

@@ -68,16 +68,19 @@ def distillation_loss(
 def make_student(teacher_model: torch.nn.Module, layers: list[int]) -> torch.nn.Module:
     """Same architecture with only ``layers`` of the teacher's encoder, weights copied.
 
-    Everything outside the encoder stack (embeddings, pooler, classifier) is copied verbatim.
-    ``config.num_hidden_layers`` shrinks, so the result reloads with ``from_pretrained``. The layers
-    are found by each architecture's own module names (:mod:`harness.compress.architectures`).
+    Everything outside the encoder stack (embeddings, pooler, classifier, and encoder parameters
+    that are not layers: DeBERTa-v2's relative embeddings and LayerNorm, MPNet's relative attention
+    bias) is copied verbatim. The config's depth (DistilBERT's ``n_layers``, others'
+    ``num_hidden_layers``) shrinks, so the result reloads with ``from_pretrained``. The layers are
+    found by each architecture's own module names (:mod:`harness.compress.architectures`).
     """
-    layer_key = _layer_key(architecture_of(teacher_model).layers)
-    n_teacher = teacher_model.config.num_hidden_layers
+    arch = architecture_of(teacher_model)
+    layer_key = _layer_key(arch.layers)
+    n_teacher = int(getattr(teacher_model.config, arch.depth_key))
     if not layers or any(not 0 <= i < n_teacher for i in layers) or len(set(layers)) != len(layers):
         raise ValueError(f"layers must be distinct indices in [0, {n_teacher}), got {layers}")
     config = copy.deepcopy(teacher_model.config)
-    config.num_hidden_layers = len(layers)
+    setattr(config, arch.depth_key, len(layers))
     # Carry head pruning along so the freshly built student has matching attention shapes.
     old_pruned = {int(k): v for k, v in (teacher_model.config.pruned_heads or {}).items()}
     config.pruned_heads = {new: list(old_pruned[old]) for new, old in enumerate(layers) if old in old_pruned}

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import torch
 
-from harness.compress.architectures import architecture_of, encoder_layers, ffn_width, heads_in, submodule
+from harness.compress.architectures import (
+    architecture_of,
+    embedding_modules,
+    encoder_layers,
+    ffn_width,
+    head_size,
+    heads_in,
+)
 from harness.measure.flops import encoder_flops_per_token
 
 
@@ -24,8 +31,10 @@ def _load(model_or_dir: torch.nn.Module | str | Path) -> torch.nn.Module:
 def describe_model(model_or_dir: torch.nn.Module | str | Path, seq_len: int = 128) -> dict:
     """Structural summary; ``model_or_dir`` is a loaded model or a save_pretrained directory.
 
-    ``params_non_embedding`` = all parameters minus the embeddings module (so it includes the
-    pooler and classifier head), the usual basis for comparing compressed encoders.
+    ``params_non_embedding`` = all parameters minus the embedding modules (so it includes the
+    pooler and classifier head), the usual basis for comparing compressed encoders. The embedding
+    modules are each architecture's own (``Architecture.embeddings``): with ELECTRA's projection up
+    to the hidden size and DeBERTa-v2's and MPNet's relative position tables.
     """
     from harness.compress.prune import sparsity
 
@@ -37,15 +46,15 @@ def describe_model(model_or_dir: torch.nn.Module | str | Path, seq_len: int = 12
         return describe_lightweight(model, seq_len)
     arch = architecture_of(model)
     layers = list(encoder_layers(model))
-    head_dim = submodule(layers[0], arch.attention_out).in_features // heads_in(layers[0], arch)
+    head_dim = head_size(layers[0], arch)
     heads = [heads_in(layer, arch) for layer in layers]
     ffn = [ffn_width(layer, arch) for layer in layers]
     total = sum(p.numel() for p in model.parameters())
-    emb = sum(p.numel() for p in model.base_model.embeddings.parameters())
+    emb = sum(p.numel() for module in embedding_modules(model) for p in module.parameters())
     return {
         "model_type": cfg.model_type,
         "layers": len(layers),
-        "hidden": int(cfg.hidden_size),
+        "hidden": int(getattr(cfg, arch.hidden_key)),
         "heads": sum(heads),
         "heads_per_layer": heads,
         "head_dim": head_dim,
@@ -54,7 +63,7 @@ def describe_model(model_or_dir: torch.nn.Module | str | Path, seq_len: int = 12
         "params_total": int(total),
         "params_embedding": int(emb),
         "params_non_embedding": int(total - emb),
-        "flops_per_token": encoder_flops_per_token(cfg.hidden_size, heads, head_dim, ffn, seq_len),
+        "flops_per_token": encoder_flops_per_token(int(getattr(cfg, arch.hidden_key)), heads, head_dim, ffn, seq_len),
         "flops_seq_len": seq_len,
         "sparsity": sparsity(model),
         "distilled_from_layers": getattr(cfg, "distilled_from_layers", None),

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 
-from harness.compress.architectures import architecture_of, encoder_layers, model_inputs
+from harness.compress.architectures import architecture_of, depth_of, encoder_layers, model_inputs
 from harness.compress.batching import Encoded, bucket_batches, collate, encode
 from harness.compress.distill import save_model, train_with_distillation, validation_report
 from harness.compress.options import PruneOptions
@@ -251,9 +251,9 @@ def teacher_layers(model: torch.nn.Module, teacher: torch.nn.Module | None) -> l
     layers = getattr(model.config, "distilled_from_layers", None)
     if layers:
         return list(layers)
-    if teacher is None or teacher.config.num_hidden_layers != model.config.num_hidden_layers:
+    if teacher is None or depth_of(teacher.config) != depth_of(model.config):
         raise ValueError("hidden_loss_weight needs a model distilled from the teacher or as deep as it")
-    return list(range(model.config.num_hidden_layers))
+    return list(range(depth_of(model.config)))
 
 
 def _magnitude_targets(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:

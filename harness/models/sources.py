@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.cache import ArtifactCache
 from harness.errors import ModelNotFoundError, quote
+from harness.models.tiny import ARCHITECTURES as TINY_ARCHITECTURES
 from harness.readers import FileFormatError, check_safetensors_header, json_type, read_json_object
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
@@ -20,7 +21,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.ind
 CONFIG_COUNTS = ("num_labels", "num_hidden_layers", "n_layers", "max_position_embeddings")
 MAX_CONFIG_BYTES = 4 * 2**20
 # a tiny random classifier per supported architecture (harness.models.tiny.TINY_CONFIGS)
-BUILTINS = ("tiny-bert", "tiny-distilbert", "tiny-roberta", "tiny-deberta-v2", "tiny-electra", "tiny-mpnet")
+BUILTINS = tuple(f"tiny-{architecture}" for architecture in TINY_ARCHITECTURES)
 
 
 def resolve_model_source(source: str, cache: ArtifactCache, num_labels: int = 2) -> Path:
