@@ -126,7 +126,9 @@ def _validate(args: argparse.Namespace) -> int:
                 where = "" if line.startswith(file) else f"{file}: "
                 print(f"error: {one_line(where + line)}", file=sys.stderr)
             continue
-        print(f"{one_line(file)}: ok (suite '{suite.name}', hash {suite.content_hash()}, {cells} cells)")
+        serving = f" + {cells // len(suite.shapes.batch_sizes) // len(suite.shapes.seq_lens) * len(suite.scenarios)}"
+        serving = f"{serving} scenario cells at most" if suite.scenarios else ""
+        print(f"{one_line(file)}: ok (suite '{suite.name}', hash {suite.content_hash()}, {cells} cells{serving})")
     return EXIT_BAD_INPUT if failed else 0
 
 
@@ -162,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
     from harness.data.splits import hub_reachable
     from harness.preflight import preflight
     from harness.results.rows import read_rows, rows_of_run
+    from harness.results.scenario_rows import scenario_key
     from harness.run.runner import Runner
     from harness.suite import load_suite
 
@@ -177,10 +180,18 @@ def _run(args: argparse.Namespace) -> int:
     runner.run()
     info = runner.run_info
     rows = rows_of_run(read_rows([results_path]), info["suite_hash"], info["env_fingerprint"])
-    _write_report(rows, report_path, f"{suite.name}: benchmark report", [results_path])
+    scenarios = rows_of_run(
+        read_rows([results_path], scenarios=True), info["suite_hash"], info["env_fingerprint"], key=scenario_key
+    )
+    _write_report(rows, report_path, f"{suite.name}: benchmark report", [results_path], scenarios)
     ok = sum(r["status"] == "ok" for r in rows)
     failed = sum(r["status"] in ("error", "timeout") for r in rows)
     print(f"{len(rows)} cells ({ok} ok, {failed} failed) -> {one_line(str(results_path))}")
+    if scenarios:
+        served = sum(r["status"] == "ok" for r in scenarios)
+        broken = sum(r["status"] in ("error", "timeout") for r in scenarios)
+        print(f"{len(scenarios)} scenario cells ({served} ok, {broken} failed)")
+        failed += broken
     print(f"report -> {one_line(str(report_path))}")
     return EXIT_REGRESSION if failed else 0
 
@@ -209,20 +220,20 @@ def _output_paths(out_dir: Path, name: str) -> tuple[Path, Path]:
     return results, report
 
 
-def _write_report(rows: list[dict], path: Path, title: str, inputs: list[Path]) -> None:
+def _write_report(rows: list[dict], path: Path, title: str, inputs: list[Path], scenarios: list[dict]) -> None:
     """Atomically: the figures and the markdown appear together, or nothing does."""
     from harness.results.publish import write_report
 
-    write_report(rows, path, title, inputs)
+    write_report(rows, path, title, inputs, scenarios)
 
 
 def _report(args: argparse.Namespace) -> int:
     from harness.results.publish import check_report_target
-    from harness.results.rows import load_results
+    from harness.results.rows import load_results, read_rows
 
     check_report_target(args.output, args.results)
     rows = load_results(args.results)
-    _write_report(rows, args.output, args.title, args.results)
+    _write_report(rows, args.output, args.title, args.results, read_rows(args.results, scenarios=True))
     print(f"{len(rows)} rows -> {one_line(str(args.output))}")
     return 0
 

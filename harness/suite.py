@@ -46,6 +46,7 @@ from harness.suite_rules import (
     parent_problems,
     unknown,
 )
+from harness.suite_scenarios import Scenario, distinct_scenarios
 from harness.suite_yaml import read_yaml
 
 DEVICES = ("cpu", "cuda")
@@ -88,7 +89,7 @@ HubId = Annotated[str, AfterValidator(_hub_id)]
 
 ClassId = Annotated[int, Field(ge=0, le=100_000)]
 LATER_OPTIONAL_KEYS = ("label_map",)  # task keys
-LATER_TOP_LEVEL_KEYS = ("exclude",)
+LATER_TOP_LEVEL_KEYS = ("exclude", "only", "scenarios")
 
 
 class TaskConfig(Strict):
@@ -269,6 +270,10 @@ class Suite(Strict):
     output: OutputConfig = OutputConfig()
     # model x exporter x backend x device combinations the suite does not run (to keep a run in budget)
     exclude: list[ExcludeRule] = Field(default_factory=list, max_length=256)
+    # when given, only the combinations matching one of these rules run (then ``exclude`` applies)
+    only: list[ExcludeRule] = Field(default_factory=list, max_length=256)
+    # MLPerf LoadGen serving scenarios, run on every variant the suite times (harness.suite_scenarios)
+    scenarios: list[Scenario] = Field(default_factory=list, max_length=32)
     # validated when omitted too: the default baseline must be a cell of the suite
     baseline: BaselineConfig = Field(default_factory=BaselineConfig, validate_default=True)
 
@@ -310,7 +315,12 @@ class Suite(Strict):
             )
         return required
 
-    @field_validator("exclude")
+    @field_validator("scenarios")
+    @classmethod
+    def _distinct_scenarios(cls, scenarios: list[Any]) -> list[Any]:
+        return distinct_scenarios(scenarios)
+
+    @field_validator("exclude", "only")
     @classmethod
     def _exclude_known_names(cls, rules: list[ExcludeRule], info: ValidationInfo) -> list[ExcludeRule]:
         known = {
@@ -325,7 +335,7 @@ class Suite(Strict):
             for key in EXCLUDE_KEYS
             if getattr(rule, key) is not None and known[key] and getattr(rule, key) not in known[key]
         ]
-        fail("exclude", problems)
+        fail(str(info.field_name), problems)
         return rules
 
     @field_validator("baseline")
@@ -344,15 +354,16 @@ class Suite(Strict):
             if value is not None and names is not None and value not in names
         ]
         fail("baseline", problems)
-        rules, devices = info.data.get("exclude") or [], info.data.get("devices") or []
+        rules, only = info.data.get("exclude") or [], info.data.get("only") or []
+        devices = info.data.get("devices") or []
         cell = {**baseline.model_dump(), "model": baseline.model or (models[0].name if models else None)}
-        if rules and devices and all(any(r.matches({**cell, "device": d}) for r in rules) for d in devices):
+        if devices and all(_left_out({**cell, "device": d}, rules, only) for d in devices):
             fail("baseline", [((), "the baseline cell is excluded on every device", baseline.backend)])
         return baseline
 
     def excluded(self, cell: dict[str, Any]) -> bool:
         """Whether a cell (model, exporter, backend and device by display name) is left out."""
-        return any(rule.matches(cell) for rule in self.exclude)
+        return _left_out(cell, self.exclude, self.only)
 
     def output_name(self, hardware: str = "cpu") -> str:
         return (self.output.name or self.name).replace("{hardware}", hardware)
@@ -372,6 +383,10 @@ class Suite(Strict):
                 content.pop(key, None)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _left_out(cell: dict[str, Any], exclude: list[ExcludeRule], only: list[ExcludeRule]) -> bool:
+    return any(rule.matches(cell) for rule in exclude) or bool(only) and not any(rule.matches(cell) for rule in only)
 
 
 def load_suite(path: str | Path, exporter_registry: Any = None, backend_registry: Any = None) -> Suite:

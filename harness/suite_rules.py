@@ -108,8 +108,8 @@ def key_path(loc: tuple[Any, ...], raw: Any) -> str:
             node = node[part]
         elif isinstance(part, int):
             path, node = path + f"[{part}]", None
-        elif _is_tag(part):
-            continue
+        elif _is_tag(part) or (isinstance(node, dict) and part == node.get("type")):
+            continue  # a discriminated union's tag is the entry's own ``type``
         else:
             path, node = (f"{path}.{_key(part)}" if path else _key(part)), None
     return one_line(path) or "(top level)"

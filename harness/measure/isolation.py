@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.forkserver as forkserver
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from harness.measure.execute import VariantJob, VariantOutcome, execute_variant
+from harness.measure.execute import VariantOutcome, execute_variant
 
 # every server needs these; a backend adds its runtime (Backend.preload)
 BASE_PRELOAD = ("harness.measure.execute", "harness.registry", "numpy")
@@ -23,11 +23,15 @@ BASE_PRELOAD = ("harness.measure.execute", "harness.registry", "numpy")
 _SERVERS: dict[tuple[str, ...], Any] = {}
 
 
-def run_isolated(job: VariantJob, timeout_s: float, preload: Sequence[str] = ()) -> VariantOutcome:
-    """``execute_variant`` in a fresh child process, with a wall-clock limit."""
+def run_isolated(
+    job: Any, timeout_s: float, preload: Sequence[str] = (), work: Callable[[Any], Any] = execute_variant
+) -> Any:
+    """``work(job)`` (by default ``execute_variant``) in a fresh child process, with a wall-clock limit;
+    ``work`` is a module-level function, and its outcome type takes ``(status, reason)``."""
     context = multiprocessing.get_context("forkserver")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child_main, args=(job, sender), daemon=True)
+    process = context.Process(target=_child_main, args=(work, job, sender), daemon=True)
+    outcome_type = VariantOutcome if work is execute_variant else _outcome_type(work)
     with _server_for(tuple(dict.fromkeys([*BASE_PRELOAD, *preload]))):
         process.start()
     sender.close()
@@ -35,12 +39,12 @@ def run_isolated(job: VariantJob, timeout_s: float, preload: Sequence[str] = ())
         if not receiver.poll(timeout_s):
             process.kill()
             process.join()
-            return VariantOutcome("timeout", f"no result within {timeout_s:g} s; the cell process was killed")
+            return outcome_type("timeout", f"no result within {timeout_s:g} s; the cell process was killed")
         try:
             outcome = receiver.recv()
         except EOFError:
             process.join()
-            return VariantOutcome("error", f"the cell process died ({exit_description(process.exitcode)})")
+            return outcome_type("error", f"the cell process died ({exit_description(process.exitcode)})")
         process.join(timeout=30)
         return outcome
     finally:
@@ -49,11 +53,17 @@ def run_isolated(job: VariantJob, timeout_s: float, preload: Sequence[str] = ())
             process.kill()
 
 
-def _child_main(job: VariantJob, sender: Connection) -> None:
+def _outcome_type(work: Callable[[Any], Any]) -> Any:
+    import typing
+
+    return typing.get_type_hints(work)["return"]
+
+
+def _child_main(work: Callable[[Any], Any], job: Any, sender: Connection) -> None:
     from harness.quiet import quiet_third_party_warnings
 
     quiet_third_party_warnings()  # the fork server started fresh: the CLI's filters are not here
-    sender.send(execute_variant(job))
+    sender.send(work(job))
     sender.close()
 
 

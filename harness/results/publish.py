@@ -60,11 +60,19 @@ def is_report(path: Path) -> bool:
     return LEGACY_NOTES in text or LEGACY_EMPTY.fullmatch(text) is not None
 
 
-def write_report(rows: Sequence[Mapping[str, Any]], path: Path, title: str, inputs: Sequence[Path] = ()) -> None:
+def write_report(
+    rows: Sequence[Mapping[str, Any]],
+    path: Path,
+    title: str,
+    inputs: Sequence[Path] = (),
+    scenarios: Sequence[Mapping[str, Any]] = (),
+) -> None:
     """The report at ``path`` and its figures beside it, renamed into place only once all are rendered;
-    on any failure nothing is left behind and the files already there are untouched."""
+    on any failure nothing is left behind and the files already there are untouched. ``scenarios``:
+    the scenario rows of the same results."""
     from harness.results.figures import write_figures
     from harness.results.report import render_report, report_frame
+    from harness.results.scenario_section import scenario_figures
 
     name = one_line(str(path))
     try:
@@ -78,7 +86,8 @@ def write_report(rows: Sequence[Mapping[str, Any]], path: Path, title: str, inpu
             warnings.simplefilter("ignore", RuntimeWarning)
             frame = report_frame(rows) if rows else None
             figures = write_figures(frame, staging, path.stem) if frame is not None else {}
-            text = render_report(frame if frame is not None else [], title, figures)
+            figures.update(scenario_figures(scenarios, staging, path.stem) if frame is not None else {})
+            text = render_report(frame if frame is not None else [], title, figures, scenarios)
         for figure in figures.values():
             _check_figure_target(path.parent / figure, inputs)
         (staging / "report.tmp").write_text(text, encoding="utf-8")

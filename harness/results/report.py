@@ -10,6 +10,8 @@ import pandas as pd
 
 from harness.environment import machine_label
 from harness.errors import one_line
+from harness.results.scenario_section import CAPTION_PREFIX as SERVING_CAPTION
+from harness.results.scenario_section import scenario_section
 from harness.results.search_section import CAPTION_PREFIX as SEARCH_CAPTION
 from harness.results.search_section import search_section
 from harness.results.summary import add_speedups, interval, rows_frame, summary_table
@@ -84,9 +86,10 @@ def render_report(
     rows: Sequence[Mapping[str, Any]] | pd.DataFrame,
     title: str = "Benchmark report",
     figures: Mapping[str, str] | None = None,
+    scenarios: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """The whole report, from rows or their ``report_frame``; ``figures`` maps a caption to an image path
-    relative to the report."""
+    relative to the report; ``scenarios``: the run's scenario rows, if any."""
     heading = f"# {one_line(title, TITLE_LIMIT)}\n{MARKER}"
     if len(rows) == 0:
         return f"{heading}\n\nNo results.\n"
@@ -95,7 +98,7 @@ def render_report(
     parts = [heading, "## Summary\n\n" + summary_table(frame) + "\n\n" + SUMMARY_NOTE, _runs(frame)]
     parts.append(_lineage(frame))
     for caption, path in (figures or {}).items():
-        if not caption.startswith(SEARCH_CAPTION):
+        if not caption.startswith((SEARCH_CAPTION, SERVING_CAPTION)):
             parts.append(f"![{caption}]({path})")
     parts.append(search_section(frame, figures or {}))
     for device, group in frame.groupby("device", sort=False):
@@ -107,6 +110,7 @@ def render_report(
         others = group[group["status"] != "ok"]
         if not others.empty:
             parts.append("### Not run\n\n" + _reason_table(others))
+    parts.append(scenario_section(scenarios, frame.to_dict("records"), figures or {}))
     parts.append(_warnings(frame))
     parts.append(variants_section(frame))
     parts.append(_environment(frame))

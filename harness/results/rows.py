@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,22 +157,28 @@ class ResultsWriter:
             with self.path.open("r+b") as handle:
                 handle.truncate(data.rfind(b"\n") + 1)
 
-    def append(self, row: CellRow) -> None:
+    def append(self, row: CellRow | Any) -> None:
+        """``row``: a ``CellRow`` or a ``ScenarioRow`` (anything with ``to_json``)."""
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(row.to_json() + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
 
-def read_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """The well-formed rows of several results files (a resumed run reads its own file this way).
+def read_rows(paths: Iterable[Path], scenarios: bool = False) -> list[dict[str, Any]]:
+    """The well-formed cell rows (or, with ``scenarios``, the scenario rows) of several results files
+    (a resumed run reads its own file this way).
 
     Each row is tagged with ``source_file`` and ``source_line``. A results file comes from another
     machine or a killed writer, so a bad line never stops the reader: it is skipped, and each file
     with skipped lines gets one warning that counts them and names the first. A file that is not a
     readable regular file of at most ``MAX_RESULTS_BYTES`` is an ``InputError``.
     """
-    return [row for path in paths for row in read_results_file(Path(path), check_values=False, required=False)]
+    return [
+        row
+        for path in paths
+        for row in read_results_file(Path(path), check_values=False, required=False, scenarios=scenarios)
+    ]
 
 
 def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
@@ -181,7 +187,10 @@ def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
     return [row for path in paths for row in read_results_file(Path(path))]
 
 
-def read_results_file(path: Path, check_values: bool = True, required: bool = True) -> list[dict[str, Any]]:
+def read_results_file(
+    path: Path, check_values: bool = True, required: bool = True, scenarios: bool = False
+) -> list[dict[str, Any]]:
+    """Cell rows, or with ``scenarios`` the scenario rows (those naming a ``scenario``), of one file."""
     from harness.results.checks import row_problem
 
     _check_file(path)
@@ -191,7 +200,9 @@ def read_results_file(path: Path, check_values: bool = True, required: bool = Tr
         if raw is not None and not raw.strip():
             continue
         problem, row = _parse_line(raw, number)
-        if row is not None and not problem and check_values:
+        if row is not None and not problem and bool(row.get("scenario")) != scenarios:
+            continue  # the other kind of row
+        if row is not None and not problem and check_values and not scenarios:
             problem = row_problem(row)
         if problem and row is None and not complete:
             torn = f"line {number}: {problem}, and the file ends there"  # a killed writer's last line: expected
@@ -205,7 +216,7 @@ def read_results_file(path: Path, check_values: bool = True, required: bool = Tr
         rows.append(row)
     if not rows and required:
         raise InputError(f"{one_line(str(path))}: no result rows ({first or torn or 'the file is empty'})")
-    if skipped:
+    if skipped and not scenarios:  # said once, by the cell reading that every scenario reading comes with
         log.warning(one_line(f"warning: {path}: skipped {skipped} of {total} lines (first: {first})"))
     return rows
 
@@ -282,11 +293,16 @@ def cell_key(row: Any) -> tuple[str, ...]:
     return tuple(str(get(name)) for name in ("model", "exporter", "backend", "device", "batch_size", "seq_len"))
 
 
-def rows_of_run(rows: list[dict[str, Any]], suite_hash: str, env_fingerprint: str) -> list[dict[str, Any]]:
-    """The latest row of each cell for one suite on one environment, in first-seen cell order."""
+def rows_of_run(
+    rows: list[dict[str, Any]],
+    suite_hash: str,
+    env_fingerprint: str,
+    key: Callable[[Any], tuple[str, ...]] = cell_key,
+) -> list[dict[str, Any]]:
+    """The latest row of each cell (by ``key``) for one suite on one environment, in first-seen order."""
     latest: dict[tuple[str, ...], dict[str, Any]] = {}
     for row in rows:
         run = row.get("run", {})
         if run.get("suite_hash") == suite_hash and run.get("env_fingerprint") == env_fingerprint:
-            latest[cell_key(row)] = row
+            latest[key(row)] = row
     return list(latest.values())

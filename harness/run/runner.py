@@ -8,6 +8,7 @@ A cell that cannot run becomes an ``n/a`` row with its reason, one that fails an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -106,6 +107,8 @@ class Runner:
             ]
             ready = [r for r in (self._export(v, models[v.model]) for v in plan.variants) if r is not None]
             self._run_rounds(ready)
+            if suite.scenarios:
+                self._run_scenarios(self._with_finished(ready, models), eval_split.texts)
             # written last: every row of the run then carries the same run record (peaks included)
             for row in self.unmeasured:
                 self._emit(row)
@@ -182,18 +185,21 @@ class Runner:
             if precision not in peaks or entry["gflops"] > peaks[precision]["gflops"]:
                 peaks[precision] = entry
 
+    def _exported(self, variant: Variant, model: PreparedModel) -> Ready:
+        return export_variant(
+            variant,
+            model,
+            self.exporters.get(variant.exporter.name),
+            self.backends.get(variant.backend.name),
+            self.cache,
+            self.pipeline.calibration_data,
+            self.judging,
+            on_build=lambda label: self.bar.set_postfix_str(f"exporting {label}"),
+        )
+
     def _export(self, variant: Variant, model: PreparedModel) -> Ready | None:
         try:
-            return export_variant(
-                variant,
-                model,
-                self.exporters.get(variant.exporter.name),
-                self.backends.get(variant.backend.name),
-                self.cache,
-                self.pipeline.calibration_data,
-                self.judging,
-                on_build=lambda label: self.bar.set_postfix_str(f"exporting {label}"),
-            )
+            return self._exported(variant, model)
         except NotApplicable as verdict:
             self._unmeasured(variant, model, "n/a", str(verdict))
         except Exception as error:  # one failed export must not stop the other variants
@@ -233,6 +239,31 @@ class Runner:
                 else:
                     self.bar.update(1 / rounds)
         self.journal.remove()  # every round is in the rows now
+
+    def _with_finished(self, ready: list[Ready], models: dict[str, PreparedModel]) -> list[Ready]:
+        """``ready`` and the variants whose timed cells a resumed run found finished (exports are cached)."""
+        have = {item.variant.name for item in ready}
+        finished = []
+        for variant in plan_cells(self.suite, self.exporters, self.backends).variants:
+            if variant.name not in have:
+                with contextlib.suppress(Exception):  # a failed export's cells already say why
+                    finished.append(self._exported(variant, models[variant.model]))
+        return ready + finished
+
+    def _run_scenarios(self, ready: list[Ready], texts: Any) -> None:
+        from harness.serve.cells import ScenarioCells
+
+        self.bar.set_postfix_str("serving scenarios")
+        cells = ScenarioCells(
+            self.suite,
+            self.backends,
+            self.results_path,
+            self.run_info,
+            tuple(texts),
+            self.judging.labels,
+            self.progress,
+        )
+        self.scenario_rows = cells.run(ready, self.scores)
 
     def _measure(self, item: Ready, round_index: int, progress: dict) -> tuple[VariantOutcome, float]:
         load_avg = os.getloadavg()[0]
