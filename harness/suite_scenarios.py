@@ -62,6 +62,8 @@ class ServerScenario(ScenarioBase):
     # the search stops when the bracket around the highest valid QPS is this narrow (relative)
     search_tolerance: Annotated[float, Field(gt=0, lt=1)] = 0.05
     max_probes: Annotated[int, Field(ge=1, le=50)] = 8
+    # the longest a probe may take: rates below min_queries / max_probe_s are not tried
+    max_probe_s: Seconds = 120.0
     # LoadGen's early stopping needs about 460 queries at p99 even when none is late
     min_queries: Queries = 1024
     max_batch: MaxBatch = 8

@@ -246,3 +246,21 @@ def test_early_stopping_in_a_few_words() -> None:
     text = "* Run unsuccessful. * Processed 512 queries. * Would need to run at least 941 more queries, with"
     verdict = early_stopping({"early_stopping_met": False, "early_stopping": text})
     assert verdict == "**not met**: 941 more queries needed"
+
+
+def test_the_search_does_not_try_rates_below_its_floor() -> None:
+    tried: list[float] = []
+    best, probes = search_qps(_capacity(0.001, tried), ceiling=64.0, tolerance=0.01, max_probes=8, floor=10.0)
+    assert best is None and tried == [64.0, 32.0, 16.0]  # 8 QPS would take longer than a probe may
+
+
+def test_the_search_stops_when_a_lower_rate_no_longer_lowers_the_p99() -> None:
+    p99_at = {128.0: 900.0, 64.0: 60.0, 32.0: 50.0, 16.0: 49.0}  # an unloaded p99 above a 20 ms bound
+    tried: list[float] = []
+
+    def probe(qps: float) -> dict:
+        tried.append(qps)
+        return {"valid": False, "latency_ms": {"p99": p99_at[qps]}}
+
+    best, _ = search_qps(probe, ceiling=128.0, tolerance=0.05, max_probes=8)
+    assert best is None and tried == [128.0, 64.0, 32.0]  # 60 -> 50 ms is less than a fifth off

@@ -111,14 +111,22 @@ def run_loadgen(system: ServingSystem, total: int, settings: Any, log_dir: Path)
 
 
 def search_qps(
-    probe: Callable[[float], dict[str, Any]], ceiling: float, tolerance: float, max_probes: int
+    probe: Callable[[float], dict[str, Any]],
+    ceiling: float,
+    tolerance: float,
+    max_probes: int,
+    floor: float = 0.0,
 ) -> tuple[float | None, list[dict[str, Any]]]:
     """The highest offered QPS whose run is valid, by bisection: first at ``ceiling`` (doubled while
     valid), then halving the bracket until it is within ``tolerance`` of its top or the probes run out.
+
+    Below the lowest valid rate found so far the search gives up early where lower rates cannot help:
+    a rate under ``floor`` is not tried (its run would take too long), and when halving the rate
+    lowered the p99 by less than a fifth the bound is out of reach of the system even unloaded.
     Returns that QPS (None when no probe was valid) and every probe's result with its ``target_qps``."""
     low, high, probes = 0.0, None, []
     qps = ceiling
-    while len(probes) < max_probes:
+    while len(probes) < max_probes and (low > 0 or qps >= floor):
         result = {**probe(qps), "target_qps": qps}
         probes.append(result)
         if result["valid"]:
@@ -127,11 +135,19 @@ def search_qps(
             high = qps
         if high is None:
             qps = low * 2
-        elif high - low <= tolerance * high:
+        elif high - low <= tolerance * high or (low == 0 and _latency_plateau(probes)):
             break
         else:
             qps = (low + high) / 2
     return (low or None), probes
+
+
+def _latency_plateau(probes: list[dict[str, Any]]) -> bool:
+    """The last two probes failed, and halving the rate took less than a fifth off the p99."""
+    if len(probes) < 2 or probes[-1]["valid"] or probes[-2]["valid"]:
+        return False
+    now, before = (p.get("latency_ms", {}).get("p99") for p in probes[-2:][::-1])
+    return now is not None and before is not None and now > 0.8 * before
 
 
 def run_scenario(system: ServingSystem, scenario: Any, total: int, log_dir: Path) -> ScenarioResult:
@@ -190,4 +206,5 @@ def _search(
 
     # a server cannot sustain more than the batcher's full-batch rate: start the search there
     ceiling = float(f"{scenario.target_qps or pilot.batch_per_s:.3g}")
-    return search_qps(probe, ceiling, scenario.search_tolerance, scenario.max_probes)
+    floor = scenario.min_queries / scenario.max_probe_s
+    return search_qps(probe, ceiling, scenario.search_tolerance, scenario.max_probes, floor)
