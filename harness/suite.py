@@ -33,6 +33,7 @@ from harness.suite_entries import (
     distinct_entries,
     named_entries,
 )
+from harness.suite_models import classes_inherited, lightweight_parents
 from harness.suite_rules import (
     MAX_SEED,
     NAME_PATTERN,
@@ -221,36 +222,6 @@ class BaselineConfig(Strict):
     backend: SafeName = "pytorch"  # a backend's display name (its label, or its name)
 
 
-def _classes_inherited(models: list[ModelConfig]) -> list[ModelConfig]:
-    """A compressed model classifies into its parent's classes: ``num_labels`` follows the parent
-    unless given, and a different value is an error (a student cannot learn classes it never saw)."""
-    done: dict[str, ModelConfig] = {}
-    problems = []
-    for index, model in enumerate(models):
-        parent = done.get(model.parent or "")
-        if parent is not None and model.num_labels != parent.num_labels:
-            if "num_labels" in model.model_fields_set:
-                text = f"{model.name!r} compresses {parent.name!r}, which has {parent.num_labels} classes"
-                problems.append(((index, "num_labels"), text, model.num_labels))
-            model = model.model_copy(update={"num_labels": parent.num_labels})
-        done[model.name] = model
-    fail("models", problems)
-    return list(done.values())
-
-
-def _lightweight_parents(models: list[ModelConfig]) -> None:
-    """Only transformers are compressed further: a BiLSTM or CNN student has no layers to drop,
-    no heads to prune, and no embedding table of a teacher's to start another student from."""
-    lightweight = {m.name: m.distill.student.kind for m in models if m.distill is not None and m.distill.student}
-    problems = [
-        ((index, "parent"), f"{model.parent!r} is a {lightweight[model.parent]} student: only transformer "
-         "models can be distilled or pruned further", model.parent)
-        for index, model in enumerate(models)
-        if model.parent in lightweight
-    ]  # fmt: skip
-    fail("models", problems)
-
-
 class Suite(Strict):
     name: SafeName
     description: Annotated[str, Field(max_length=2000)] = ""
@@ -289,8 +260,8 @@ class Suite(Strict):
         problems = [((i, "name"), text, name) for i, text, name in duplicates(names)]
         problems += [((i, "parent"), text, p) for i, text, p in parent_problems(names, [m.parent for m in models])]
         fail("models", problems)
-        _lightweight_parents(models)
-        return _classes_inherited(models)
+        lightweight_parents(models)
+        return classes_inherited(models)
 
     @field_validator("exporters", "backends")
     @classmethod

@@ -94,6 +94,15 @@ def distinct_scenarios(scenarios: list[Any]) -> list[Any]:
     return scenarios
 
 
+def worst_case_s(scenario: Any) -> float:
+    """The longest a scenario cell may take beyond loading: its runs (a search's probes each up to
+    ``max_probe_s``; other runs repeated at most three times when they ended short), and an accuracy
+    run as long again as one of them."""
+    if scenario.type == "server" and scenario.search:
+        return (scenario.max_probes + 1) * max(scenario.max_probe_s, 2 * scenario.min_duration_s)
+    return 4 * 2 * scenario.min_duration_s
+
+
 def below_mlperf(scenario: Any, queries: int | None, samples: int | None = None) -> list[str]:
     """Where a run used less than MLPerf's own minimums (its figure is then indicative, not MLPerf's)."""
     short = []

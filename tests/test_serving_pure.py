@@ -264,3 +264,33 @@ def test_the_search_stops_when_a_lower_rate_no_longer_lowers_the_p99() -> None:
 
     best, _ = search_qps(probe, ceiling=128.0, tolerance=0.05, max_probes=8)
     assert best is None and tried == [128.0, 64.0, 32.0]  # 60 -> 50 ms is less than a fifth off
+
+
+def test_the_search_always_tries_its_starting_rate() -> None:
+    tried: list[float] = []
+    best, probes = search_qps(_capacity(100.0, tried), ceiling=5.0, tolerance=0.05, max_probes=8, floor=8.5)
+    assert tried == [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 120.0, 100.0] and best == 100.0  # below the floor, yet tried
+    tried.clear()
+    best, _ = search_qps(_capacity(0.001, tried), ceiling=0.0, tolerance=0.05, max_probes=8, floor=8.5)
+    assert best is None and tried == [8.5]
+
+
+def test_the_section_shows_missing_figures_as_dashes_and_pairs_rows_within_their_run() -> None:
+    from harness.results.scenario_section import scenario_section
+
+    variant = {"model": "m", "exporter": "e", "backend": "b", "device": "cpu", "tokenize": "inside"}
+    mine, other = {"run_id": "r1"}, {"run_id": "r2"}
+    scenarios = [
+        {**variant, "run": mine, "status": "ok", "scenario": "ss", "scenario_type": "single-stream",
+         "result": 2.0, "result_unit": "ms", "accuracy": 0.5, "batch_size": 1, "latency_ms": {"p90": 2.0}},
+        {**variant, "run": mine, "status": "error", "reason": "boom", "scenario": "srv", "scenario_type": "server",
+         "batch_size": 8},
+    ]  # fmt: skip
+    cells = [
+        {**variant, "run": other, "status": "ok", "seq_len": "dynamic", "batch_size": 1, "input_ms": [[9.0]]},
+        {**variant, "run": mine, "status": "ok", "seq_len": "dynamic", "batch_size": 1, "input_ms": [[1.0]]},
+    ]
+    text = scenario_section(scenarios, cells, {})
+    assert "nan" not in text.lower()
+    assert "| m/e/b | inside | 2.00 (1.00) |" in text  # its own run's timed p90, not the other run's 9 ms
+    assert "error: boom" in text

@@ -57,6 +57,31 @@ class SlowSession:
         return self.session.logits(output)
 
 
+class FailingSession(SlowSession):
+    """A real session that fails on its ``fail_at``-th call."""
+
+    def __init__(self, session: Any, fail_at: int) -> None:
+        super().__init__(session, 0.0)
+        self.calls, self.fail_at = 0, fail_at
+
+    def run(self, prepared: Any) -> Any:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("the backend failed mid-run")
+        return self.session.run(prepared)
+
+
+def test_a_backend_failing_mid_run_ends_the_loadgen_run_with_its_error(served, tmp_path: Path) -> None:
+    session, tokenizer = served
+    scenario = SingleStreamScenario(type="single-stream", min_duration_s=0.3, min_queries=100)
+    failing = FailingSession(session, fail_at=40)  # after the pilot's calls, inside LoadGen's run
+    system = _system(failing, tokenizer, scenario)
+    with pytest.raises(RuntimeError, match="the backend failed mid-run"):
+        run_scenario(system, scenario, len(TEXTS), tmp_path)  # LoadGen got every answer: no hang
+    # the run went on to its end, every later query answered as failed without calling the backend
+    assert failing.calls == 40 and (tmp_path / "performance" / "mlperf_log_detail.txt").is_file()
+
+
 def _system(session: Any, tokenizer: Any, scenario: Any, inside: bool = True) -> ServingSystem:
     encoder = Encoder(tokenizer, TEXTS, 64, inside=inside)
     encoder.load(range(len(TEXTS)))

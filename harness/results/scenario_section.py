@@ -24,8 +24,10 @@ CAPTION_PREFIX = "serving: "
 NOTE = (
     "LoadGen issues the queries and times each from issue to completion; accuracy is scored by LoadGen's "
     "accuracy mode on the whole eval split under the same scenario and batching. Tokenisation is inside the "
-    "latency where the scenario says `inside`. *timed*: the timed cell of the same variant (batch 1 p90 over "
-    "the length-stratified inputs; throughput at the batcher's batch size, dynamic length)."
+    "latency where the scenario says `inside`. *timed*: the timed cell of the same variant in the same run "
+    "(batch 1 p90 over the length-stratified inputs; throughput at the batcher's batch size, dynamic length). "
+    "Each figure is one LoadGen run, without repeats or an interval (the server's is the best of its search's "
+    "probes): differences of a few tens of percent between scenarios of one variant can be noise."
 )
 VARIANT = ("model", "exporter", "backend")
 
@@ -42,32 +44,51 @@ def timed_p90(cell: Mapping[str, Any]) -> float | None:
     return float(np.percentile(per_input(np.asarray(matrix, dtype=float)), 90, method=PERCENTILE_METHOD))
 
 
+def _run_id(row: Mapping[str, Any]) -> Any:
+    return (row.get("run") or {}).get("run_id")
+
+
+def plain_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The latest row of each scenario cell of each run, with pandas' NaN back to None."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        plain = {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
+        key = (_run_id(plain), *(str(plain.get(k)) for k in (*VARIANT, "device", "batch_size", "scenario")))
+        latest[key] = plain
+    return list(latest.values())
+
+
 def _timed_cells(cells: Sequence[Mapping[str, Any]]) -> dict[tuple, Mapping[str, Any]]:
+    """The run's timed cells at dynamic length, by run, variant, device and batch size: a scenario is
+    compared with its own run's cells, never another machine's."""
     return {
-        (_variant(c), c.get("device"), c.get("batch_size")): c
+        (_run_id(c), _variant(c), c.get("device"), c.get("batch_size")): c
         for c in cells
         if c.get("status") == "ok" and c.get("seq_len") == "dynamic"
     }
 
 
 def summary_rows(scenarios: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per device, variant and tokenisation: the three scenarios' figures and accuracies."""
+    """One row per run, device, variant and tokenisation: the three scenarios' figures and accuracies
+    (a second scenario of the same type gets a row of its own)."""
     timed = _timed_cells(cells)
     table: dict[tuple, dict[str, Any]] = {}
-    for row in scenarios:
-        key = (row.get("device"), _variant(row), row.get("tokenize"))
-        entry = table.setdefault(key, {"device": key[0], "variant": key[1], "tokenize": key[2], "accuracy": {}})
-        if row.get("status") != "ok":
-            entry[row["scenario_type"]] = f"{row.get('status')}"
-            continue
+    for row in plain_rows(scenarios):
         kind = row["scenario_type"]
+        key = (_run_id(row), row.get("device"), _variant(row), row.get("tokenize"))
+        while kind in table.get(key, {}):
+            key = (*key, row.get("scenario"))
+        entry = table.setdefault(key, {"device": key[1], "variant": key[2], "tokenize": key[3], "accuracy": {}})
+        if row.get("status") != "ok":
+            entry[kind] = f"{row.get('status')}"
+            continue
         entry[kind] = row.get("result")
         entry["accuracy"][kind] = row.get("accuracy")
         if kind == "single-stream":
-            cell = timed.get((key[1], key[0], 1))
+            cell = timed.get((key[0], key[2], key[1], 1))
             entry["timed_p90"] = timed_p90(cell) if cell else None
         elif kind == "offline":
-            cell = timed.get((key[1], key[0], row.get("batch_size")))
+            cell = timed.get((key[0], key[2], key[1], row.get("batch_size")))
             entry["timed_throughput"] = cell.get("throughput_per_s") if cell else None
             entry["offline_batch"] = row.get("batch_size")
         elif kind == "server":
@@ -186,9 +207,9 @@ def scenario_section(
     if not scenarios:
         return ""
     parts = ["## Serving scenarios (MLPerf LoadGen)", NOTE]
-    frame = pd.DataFrame(list(scenarios))
+    frame = pd.DataFrame(plain_rows(scenarios))
     for device, group in frame.groupby("device", sort=False):
-        rows = group.to_dict("records")
+        rows = plain_rows(group.to_dict("records"))
         parts.append(f"### {one_line(str(device), 60)}")
         parts.append(_summary_table(summary_rows(rows, cells)))
         parts.append(_details_table(rows))
@@ -222,11 +243,11 @@ def scenario_figures(scenarios: Sequence[Mapping[str, Any]], out_dir: Path, stem
     import matplotlib.pyplot as plt
 
     figures = {}
-    frame = pd.DataFrame(list(scenarios))
+    frame = pd.DataFrame(plain_rows(scenarios))
     if frame.empty:
         return figures
     for index, (device, group) in enumerate(frame.groupby("device", sort=False)):
-        rows = group.to_dict("records")
+        rows = plain_rows(group.to_dict("records"))
         curves = latency_curves(rows)
         if not curves:
             continue

@@ -8,7 +8,6 @@ A cell that cannot run becomes an ``n/a`` row with its reason, one that fails an
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -108,7 +107,7 @@ class Runner:
             ready = [r for r in (self._export(v, models[v.model]) for v in plan.variants) if r is not None]
             self._run_rounds(ready)
             if suite.scenarios:
-                self._run_scenarios(self._with_finished(ready, models), eval_split.texts)
+                self._run_scenarios(self._with_finished(ready, plan, models), eval_split.texts)
             # written last: every row of the run then carries the same run record (peaks included)
             for row in self.unmeasured:
                 self._emit(row)
@@ -240,14 +239,17 @@ class Runner:
                     self.bar.update(1 / rounds)
         self.journal.remove()  # every round is in the rows now
 
-    def _with_finished(self, ready: list[Ready], models: dict[str, PreparedModel]) -> list[Ready]:
-        """``ready`` and the variants whose timed cells a resumed run found finished (exports are cached)."""
-        have = {item.variant.name for item in ready}
+    def _with_finished(self, ready: list[Ready], plan: Plan, models: dict[str, PreparedModel]) -> list[Ready]:
+        """``ready`` and the variants whose timed cells a resumed run found all finished (their exports
+        are cached); a variant planned in this run but not ready failed its export, which its rows say."""
+        planned = {variant.name for variant in plan.variants}
         finished = []
         for variant in plan_cells(self.suite, self.exporters, self.backends).variants:
-            if variant.name not in have:
-                with contextlib.suppress(Exception):  # a failed export's cells already say why
+            if variant.name not in planned:
+                try:
                     finished.append(self._exported(variant, models[variant.model]))
+                except Exception as error:  # it exported in the earlier run: say why it does not now
+                    log.warning("serving scenarios skip %s: its export failed: %s", variant.name, error)
         return ready + finished
 
     def _run_scenarios(self, ready: list[Ready], texts: Any) -> None:

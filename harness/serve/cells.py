@@ -24,6 +24,7 @@ from harness.run.exports import Ready
 from harness.run.plan import Shape
 from harness.serve.execute import ScenarioJob, ScenarioOutcome, execute_scenario
 from harness.suite import Suite
+from harness.suite_scenarios import worst_case_s
 
 log = logging.getLogger("harness")
 PRELOAD = ("mlperf_loadgen", "transformers", "harness.serve.execute", "harness.serve.scenario")
@@ -105,7 +106,8 @@ class ScenarioCells:
         if self.suite.isolation.mode == "none":
             return execute_scenario(job)
         preload = (*self.backends.get(backend.name).preload, *PRELOAD)
-        return run_isolated(job, self.suite.isolation.timeout_s, preload, work=execute_scenario)
+        timeout = self.suite.isolation.timeout_s + worst_case_s(scenario)  # load and pilot, then its runs
+        return run_isolated(job, timeout, preload, work=execute_scenario)
 
 
 def _cell_facts(item: Ready) -> dict[str, Any]:

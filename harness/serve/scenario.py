@@ -120,13 +120,13 @@ def search_qps(
     """The highest offered QPS whose run is valid, by bisection: first at ``ceiling`` (doubled while
     valid), then halving the bracket until it is within ``tolerance`` of its top or the probes run out.
 
-    Below the lowest valid rate found so far the search gives up early where lower rates cannot help:
+    The starting rate is always tried. Below it the search gives up early where lower rates cannot help:
     a rate under ``floor`` is not tried (its run would take too long), and when halving the rate
     lowered the p99 by less than a fifth the bound is out of reach of the system even unloaded.
     Returns that QPS (None when no probe was valid) and every probe's result with its ``target_qps``."""
     low, high, probes = 0.0, None, []
-    qps = ceiling
-    while len(probes) < max_probes and (low > 0 or qps >= floor):
+    qps = ceiling if ceiling > 0 else max(floor, 1.0)
+    while len(probes) < max_probes and (not probes or low > 0 or qps >= floor):
         result = {**probe(qps), "target_qps": qps}
         probes.append(result)
         if result["valid"]:

@@ -114,17 +114,21 @@ class ServingSystem:
         return batch, False
 
     def _complete(self, batch: list[tuple[int, int]]) -> None:
+        """Answer every query of ``batch``, whatever fails: LoadGen waits forever for a missing one."""
         import mlperf_loadgen as lg
 
         ids = [query_id for query_id, _ in batch]
+        classes = np.full(len(batch), -1, dtype="<i4")  # the answer of a failed batch
         try:
-            classes = self.answer([index for _, index in batch]) if self.error is None else None
-        except Exception as error:  # LoadGen must still get every answer, or it waits forever
+            if self.error is None:
+                answered = self.answer([index for _, index in batch])
+                if answered.shape != (len(batch),):
+                    raise ValueError(f"{answered.shape[0]} predictions for a batch of {len(batch)}")
+                classes = answered
+        except Exception as error:
             self.error = error
-            classes = None
-        if classes is None:
-            classes = np.full(len(batch), -1, dtype="<i4")
-        self.batch_sizes.append(len(batch))
-        # one int32 per sample, alive until QuerySamplesComplete returns (LoadGen copies what it logs)
-        responses = [lg.QuerySampleResponse(q, classes[k : k + 1].ctypes.data, 4) for k, q in enumerate(ids)]
-        lg.QuerySamplesComplete(responses)
+        finally:
+            self.batch_sizes.append(len(batch))
+            # one int32 per sample, alive until QuerySamplesComplete returns (LoadGen copies what it logs)
+            responses = [lg.QuerySampleResponse(q, classes[k : k + 1].ctypes.data, 4) for k, q in enumerate(ids)]
+            lg.QuerySamplesComplete(responses)
