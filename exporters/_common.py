@@ -91,3 +91,32 @@ def _export_student_onnx(source: Path, out_dir: Path) -> Path:
         )
     model.config.save_pretrained(out_dir)
     return path
+
+
+# ops that only move or join values: a pooled vector passes through them unchanged
+_LAYOUT_OPS = frozenset({"Concat", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity"})
+
+
+def max_pooled_matmuls(model: Any, head: bool = False) -> list[str]:
+    """Names of the MatMul/Gemm nodes that read a max-pool over time (a ``ReduceMax``, through layout
+    ops only): the lightweight students' classifier inputs; with ``head``, every MatMul/Gemm after
+    the pool (their whole classifier). Static INT8 keeps them float: OpenVINO computes ORT's quantized
+    max-pooled input wrongly (the BiLSTM student's accuracy falls from 86% to 56-57%, and is back to
+    ORT's with that one Gemm left float), and NNCF's quantized classifier head of the BiLSTM scores
+    at chance on every runtime (with the head float, its output equals FP32's). It costs nothing:
+    the LSTM and convolutions carry the arithmetic."""
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found: dict[str, None] = {}
+    frontier = [n.output[0] for n in model.graph.node if n.op_type == "ReduceMax"]
+    while frontier:
+        for node in consumers.get(frontier.pop(), []):
+            if node.op_type in ("MatMul", "Gemm") and node.name not in found:
+                found[node.name] = None
+                if head:
+                    frontier.extend(node.output)
+            elif head or node.op_type in _LAYOUT_OPS:
+                frontier.extend(node.output)
+    return list(found)

@@ -28,10 +28,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from exporters._common import copy_tokenizer, export_onnx
-from harness.adapters import CalibrationData, Exporter, Options
+from exporters._common import copy_tokenizer, export_onnx, max_pooled_matmuls
+from harness.adapters import CalibrationData, Exporter, NotApplicable, Options
+from harness.compress.lightweight_options import MODEL_TYPES
 
 MASK_INPUT = "attention_mask"
+NOTHING_IN_INT8 = (
+    "NNCF would leave nothing in INT8: the model's only MatMul/Gemm layers are a classifier head after a max-pool, "
+    "kept float because NNCF's INT8 head of the BiLSTM student scores at chance"
+)
 # The mask path ends where the masked scores are normalised; the layers it meets are never ignored
 # (Conv: the lightweight CNN student masks its embeddings before its convolutions).
 MASK_PATH_STOPS = frozenset({"Softmax", "MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "Conv"})
@@ -148,6 +153,8 @@ class OpenVinoInt8(Exporter):
     def model_unavailable_reason(self, model_type: str) -> str | None:
         from backends.openvino import UNSUPPORTED_MODELS  # NNCF runs the graph on OpenVINO to calibrate
 
+        if model_type == MODEL_TYPES["bilstm"]:
+            return NOTHING_IN_INT8 + " (the BiLSTM student's LSTM is not a layer NNCF quantizes)"
         return UNSUPPORTED_MODELS.get(model_type)
 
     # onnxruntime: NNCF's ONNX backend collects its statistics by running the graph in it
@@ -166,7 +173,7 @@ class OpenVinoInt8(Exporter):
         name_nodes(model)
         inputs = model_inputs(model)
         encode = encoder(AutoTokenizer.from_pretrained(source), inputs, calibration.max_length)
-        ignored = mask_path_nodes(model) if MASK_INPUT in inputs else []
+        ignored = (mask_path_nodes(model) if MASK_INPUT in inputs else []) + max_pooled_matmuls(model, head=True)
         common = {
             "preset": nncf.QuantizationPreset(options.preset),
             "subset_size": min(options.subset_size or options.samples, len(texts)),
@@ -190,6 +197,8 @@ class OpenVinoInt8(Exporter):
             )
         else:
             quantized = nncf.quantize(model, calibration_set, **common)
+        if not any(node.op_type == "QuantizeLinear" for node in quantized.graph.node):
+            raise NotApplicable(NOTHING_IN_INT8)
         onnx.save(quantized, out_dir / "model.onnx")
         shutil.copy(staging / "config.json", out_dir / "config.json")
         shutil.rmtree(staging)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from exporters._common import copy_tokenizer, export_onnx
+from exporters._common import copy_tokenizer, export_onnx, max_pooled_matmuls
 from exporters._ort import ORT_ONLY_FORMAT, fuse_transformer_graph, ort_model_type
 from harness.adapters import CalibrationData, Exporter, Options
 
@@ -137,7 +137,8 @@ def _decomposed_gelus(g: _Graph) -> set[str]:
 
 
 def excluded_nodes(model: Any) -> dict[str, list[str]]:
-    """Names of the nodes to keep in float, by kind: "layernorm", "gelu", "mask_add", "embedding_add"."""
+    """Names of the nodes to keep in float, by kind: "layernorm", "gelu", "mask_add", "embedding_add",
+    and "max_pooled" (``_common.max_pooled_matmuls``: the lightweight students' classifier input)."""
     g = _Graph(model)
     layernorm = {n.name for n in g.nodes if n.op_type in LAYERNORM_OPS} | _decomposed_layernorms(g)
     gelu = {n.name for n in g.nodes if n.op_type in GELU_OPS} | _decomposed_gelus(g)
@@ -159,7 +160,14 @@ def excluded_nodes(model: Any) -> dict[str, list[str]]:
     lookups = [n.output[0] for n in g.nodes if n.op_type == "Gather" and n.input[0] in g.float_tables]
     before_norm = g.descendants(lookups, {"Add", "Cast"})
     embedding_add = {n.name for n in g.nodes if n.name in before_norm and n.op_type == "Add"}
-    found = {"layernorm": layernorm, "gelu": gelu, "mask_add": mask_add, "embedding_add": embedding_add}
+    pooled = set(max_pooled_matmuls(model))
+    found = {
+        "layernorm": layernorm,
+        "gelu": gelu,
+        "mask_add": mask_add,
+        "embedding_add": embedding_add,
+        "max_pooled": pooled,
+    }
     return {kind: sorted(names - {""}) for kind, names in found.items()}
 
 

@@ -109,6 +109,48 @@ def test_saved_student_reloads_and_its_onnx_export_matches_eager(teacher, kind: 
         np.testing.assert_allclose(ort, eager, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["bilstm", "cnn"])
+def test_static_int8_keeps_the_max_pooled_classifier_input_float_and_openvino_agrees(
+    teacher, kind: str, tmp_path: Path
+) -> None:
+    import onnx
+    import onnxruntime
+
+    from exporters._common import max_pooled_matmuls
+    from exporters.ort_static_int8 import OrtStaticInt8
+    from harness.adapters import Artifact, CalibrationData
+    from harness.registry import backends
+
+    model = _student(teacher, kind)
+    model.save_pretrained(tmp_path / "model", safe_serialization=True)
+    teacher[1].save_pretrained(tmp_path / "model")
+    fp32 = onnx.load(str(export_onnx(tmp_path / "model", tmp_path / "onnx")))
+    pooled = max_pooled_matmuls(fp32)
+    nodes = {n.name: n for n in fp32.graph.node}
+    producer = {o: n for n in fp32.graph.node for o in n.output}
+    # the classifier's first Gemm, whose input is the max over time (joined across kernels for the CNN)
+    assert len(pooled) == 1 and nodes[pooled[0]].op_type == "Gemm"
+    head = max_pooled_matmuls(fp32, head=True)  # the whole classifier: Linear, ReLU, Linear
+    assert head[0] == pooled[0] and [nodes[name].op_type for name in head] == ["Gemm", "Gemm"]
+    source = producer[nodes[pooled[0]].input[0]]
+    assert source.op_type == ("ReduceMax" if kind == "bilstm" else "Concat")
+    texts = tuple(TEXTS * 4)
+    calibration = CalibrationData(texts, (0, 1) * 8, "k", 32)
+    (tmp_path / "int8").mkdir()
+    OrtStaticInt8().export(tmp_path / "model", tmp_path / "int8", OrtStaticInt8.Options(), calibration)
+    quantized = onnx.load(str(tmp_path / "int8" / "model.onnx"))
+    gemms = [n for n in quantized.graph.node if n.op_type == "Gemm"]
+    made = {o: n.op_type for n in quantized.graph.node for o in n.output}
+    # the pooled Gemm reads float activations; the one after it reads dequantized ones
+    assert [made.get(n.input[0]) for n in gemms] == [source.op_type, "DequantizeLinear"]
+    batch = teacher[1](TEXTS, padding="max_length", truncation=True, max_length=16, return_tensors="np")
+    feed = {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    ort = onnxruntime.InferenceSession(str(tmp_path / "int8" / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = backends().get("openvino").load(Artifact(tmp_path / "int8", "onnx"), "cpu", 1)
+    openvino = session.logits(session.run(session.prepare(feed)))
+    np.testing.assert_allclose(openvino, ort.run(None, feed)[0], atol=1e-3)
+
+
 def _nodes(path: Path):
     import onnx
 
@@ -201,3 +243,11 @@ def test_a_lightweight_student_cannot_be_compressed_further() -> None:
     }
     with pytest.raises(SuiteError, match=r"models\[2\]\.parent: 'lstm' is a bilstm student"):
         parse_suite(raw, "s.yaml")
+
+
+def test_nncf_int8_is_not_applicable_to_the_bilstm_student_with_the_reason() -> None:
+    from exporters.openvino_int8 import OpenVinoInt8
+
+    reason = OpenVinoInt8().model_unavailable_reason("harness-bilstm")
+    assert reason is not None and "classifier head" in reason and "scores at chance" in reason
+    assert OpenVinoInt8().model_unavailable_reason("harness-cnn") is None  # its convolutions quantize
