@@ -36,9 +36,11 @@ class Encoder:
         self.loaded: dict[int, list[int]] = {}
 
     def load(self, indices: Sequence[int]) -> None:
-        if not self.inside:
-            token_ids = encode(self.tokenizer, [self.texts[i] for i in indices], "dynamic", self.max_length)
-            self.loaded.update(zip((int(i) for i in indices), token_ids))
+        """Tokenise the samples LoadGen loads (``outside``), each once across the cell's LoadGen runs."""
+        missing = [int(i) for i in indices if int(i) not in self.loaded]
+        if not self.inside and missing:
+            token_ids = encode(self.tokenizer, [self.texts[i] for i in missing], "dynamic", self.max_length)
+            self.loaded.update(zip(missing, token_ids))
 
     def unload(self, indices: Sequence[int]) -> None:
         """Kept: an eval split's token ids are small, and the next LoadGen test loads the same samples."""
