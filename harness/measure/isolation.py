@@ -24,14 +24,17 @@ _SERVERS: dict[tuple[str, ...], Any] = {}
 
 
 def run_isolated(
-    job: Any, timeout_s: float, preload: Sequence[str] = (), work: Callable[[Any], Any] = execute_variant
+    job: Any,
+    timeout_s: float,
+    preload: Sequence[str] = (),
+    work: Callable[[Any], Any] = execute_variant,
+    failed: Callable[[str, str], Any] = VariantOutcome,
 ) -> Any:
-    """``work(job)`` (by default ``execute_variant``) in a fresh child process, with a wall-clock limit;
-    ``work`` is a module-level function, and its outcome type takes ``(status, reason)``."""
+    """``work(job)`` (by default ``execute_variant``, a module-level function) in a fresh child process,
+    with a wall-clock limit; a child that dies or times out gives ``failed(status, reason)``."""
     context = multiprocessing.get_context("forkserver")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_child_main, args=(work, job, sender), daemon=True)
-    outcome_type = VariantOutcome if work is execute_variant else _outcome_type(work)
     with _server_for(tuple(dict.fromkeys([*BASE_PRELOAD, *preload]))):
         process.start()
     sender.close()
@@ -39,24 +42,18 @@ def run_isolated(
         if not receiver.poll(timeout_s):
             process.kill()
             process.join()
-            return outcome_type("timeout", f"no result within {timeout_s:g} s; the cell process was killed")
+            return failed("timeout", f"no result within {timeout_s:g} s; the cell process was killed")
         try:
             outcome = receiver.recv()
         except EOFError:
             process.join()
-            return outcome_type("error", f"the cell process died ({exit_description(process.exitcode)})")
+            return failed("error", f"the cell process died ({exit_description(process.exitcode)})")
         process.join(timeout=30)
         return outcome
     finally:
         receiver.close()
         if process.is_alive():
             process.kill()
-
-
-def _outcome_type(work: Callable[[Any], Any]) -> Any:
-    import typing
-
-    return typing.get_type_hints(work)["return"]
 
 
 def _child_main(work: Callable[[Any], Any], job: Any, sender: Connection) -> None:

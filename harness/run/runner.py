@@ -265,7 +265,7 @@ class Runner:
             self.judging.labels,
             self.progress,
         )
-        self.scenario_rows = cells.run(ready, self.scores)
+        cells.run(ready, self.scores)  # each row is in the results file as it finishes
 
     def _measure(self, item: Ready, round_index: int, progress: dict) -> tuple[VariantOutcome, float]:
         load_avg = os.getloadavg()[0]

@@ -107,7 +107,7 @@ class ScenarioCells:
             return execute_scenario(job)
         preload = (*self.backends.get(backend.name).preload, *PRELOAD)
         timeout = self.suite.isolation.timeout_s + worst_case_s(scenario)  # load and pilot, then its runs
-        return run_isolated(job, timeout, preload, work=execute_scenario)
+        return run_isolated(job, timeout, preload, work=execute_scenario, failed=ScenarioOutcome)
 
 
 def _cell_facts(item: Ready) -> dict[str, Any]:
