@@ -116,7 +116,7 @@ def _validate(args: argparse.Namespace) -> int:
             suite = load_suite(path, exporters, backends)
             reachable = suite.task.source != "local" and hub_reachable()
             preflight(suite, file, reachable, registries=(exporters, backends))
-            cells = count_cells(suite, exporters, backends)
+            cells, variants = count_cells(suite, exporters, backends)
         except HarnessError as error:
             if args.debug:
                 traceback.print_exc()
@@ -126,7 +126,7 @@ def _validate(args: argparse.Namespace) -> int:
                 where = "" if line.startswith(file) else f"{file}: "
                 print(f"error: {one_line(where + line)}", file=sys.stderr)
             continue
-        serving = f" + {cells // len(suite.shapes.batch_sizes) // len(suite.shapes.seq_lens) * len(suite.scenarios)}"
+        serving = f" + {variants * len(suite.scenarios)}"
         serving = f"{serving} scenario cells at most" if suite.scenarios else ""
         print(f"{one_line(file)}: ok (suite '{suite.name}', hash {suite.content_hash()}, {cells} cells{serving})")
     return EXIT_BAD_INPUT if failed else 0

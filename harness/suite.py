@@ -333,7 +333,8 @@ class Suite(Strict):
         return baseline
 
     def excluded(self, cell: dict[str, Any]) -> bool:
-        """Whether a cell (model, exporter, backend and device by display name) is left out."""
+        """Whether a cell (model, exporter, backend and device by display name, and its shape where
+        given) is left out; without shape keys, whether the whole variant is."""
         return _left_out(cell, self.exclude, self.only)
 
     def output_name(self, hardware: str = "cpu") -> str:
@@ -357,7 +358,10 @@ class Suite(Strict):
 
 
 def _left_out(cell: dict[str, Any], exclude: list[ExcludeRule], only: list[ExcludeRule]) -> bool:
-    return any(rule.matches(cell) for rule in exclude) or bool(only) and not any(rule.matches(cell) for rule in only)
+    """Excluded, or outside every ``only`` rule. A cell without shape keys stands for a whole variant:
+    it is left out only when all its shapes would be."""
+    excluded = any(rule.covers(cell) for rule in exclude)
+    return excluded or bool(only) and not any(rule.may_cover(cell) for rule in only)
 
 
 def load_suite(path: str | Path, exporter_registry: Any = None, backend_registry: Any = None) -> Suite:

@@ -3,7 +3,7 @@ exclusion rules: validated against the registries passed in the validation conte
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -89,21 +89,40 @@ def distinct_entries(field: str, entries: list[AdapterEntry]) -> None:
 
 
 class ExcludeRule(Strict):
-    """Cells to leave out of the run (no row): those matching every key given, by display name."""
+    """Cells to leave out of the run (no row): those matching every key given, by display name and,
+    with ``batch_size`` or ``seq_len``, by shape."""
 
     model: SafeName | None = None
     exporter: SafeName | None = None
     backend: SafeName | None = None
     device: SafeName | None = None
+    batch_size: Annotated[int, Field(ge=1, le=65536)] | None = None
+    seq_len: Annotated[int, Field(ge=1, le=65536)] | Literal["dynamic"] | None = None
 
     @model_validator(mode="after")
     def _names_something(self) -> ExcludeRule:
-        if not any(getattr(self, key) for key in EXCLUDE_KEYS):
-            raise ValueError(f"an exclude rule needs at least one of {', '.join(EXCLUDE_KEYS)}")
+        if not any(getattr(self, key) for key in (*EXCLUDE_KEYS, *SHAPE_KEYS)):
+            keys = ", ".join((*EXCLUDE_KEYS, *SHAPE_KEYS))
+            raise ValueError(f"an exclude rule needs at least one of {keys}")
         return self
 
-    def matches(self, cell: dict[str, Any]) -> bool:
-        return all(getattr(self, key) in (None, cell.get(key)) for key in EXCLUDE_KEYS)
+    @model_serializer(mode="wrap")
+    def _without_unset_shape(self, handler: Any) -> dict[str, Any]:
+        # shape keys came later: unset, they leave suite hashes as they were
+        data = handler(self)
+        return {k: v for k, v in data.items() if k not in SHAPE_KEYS or v is not None}
+
+    def covers(self, cell: dict[str, Any]) -> bool:
+        """Every key of the rule is in ``cell`` with the rule's value: a rule naming a shape never
+        covers a whole variant (a cell without shape keys), only its cells at that shape."""
+        keys = [key for key in (*EXCLUDE_KEYS, *SHAPE_KEYS) if getattr(self, key) is not None]
+        return all(key in cell and cell[key] == getattr(self, key) for key in keys)
+
+    def may_cover(self, cell: dict[str, Any]) -> bool:
+        """``cell`` agrees with every key of the rule it has: some of its cells may be covered."""
+        keys = [key for key in (*EXCLUDE_KEYS, *SHAPE_KEYS) if getattr(self, key) is not None and key in cell]
+        return all(cell[key] == getattr(self, key) for key in keys)
 
 
 EXCLUDE_KEYS = ("model", "exporter", "backend", "device")
+SHAPE_KEYS = ("batch_size", "seq_len")

@@ -74,9 +74,54 @@ def test_exclude_leaves_cells_out_and_the_count_agrees() -> None:
     assert not [key for key in cells if key[0] == "ort-int8-fused"]
     plan = plan_cells(suite, exporters(), backends())
     shapes = len(suite.shapes.batch_sizes) * len(suite.shapes.seq_lens)
-    assert count_cells(suite, exporters(), backends()) == plan.total_cells
-    assert count_cells(full, exporters(), backends()) - count_cells(suite, exporters(), backends()) == 2 * shapes
+    assert count_cells(suite, exporters(), backends())[0] == plan.total_cells
+    assert count_cells(full, exporters(), backends())[0] - count_cells(suite, exporters(), backends())[0] == 2 * shapes
+    assert count_cells(full, exporters(), backends())[1] - count_cells(suite, exporters(), backends())[1] == 2
     assert suite.content_hash() != full.content_hash()
+
+
+def shapes_of(suite) -> dict[tuple[str, str], list[tuple[int, int | str]]]:
+    plan = plan_cells(suite, exporters(), backends())
+    return {
+        (v.exporter.display_name, v.backend.display_name): [(s.batch_size, s.seq_len) for s in v.shapes]
+        for v in plan.variants
+    }
+
+
+def test_a_rule_with_a_shape_leaves_out_only_that_shape() -> None:
+    shapes = {"batch_sizes": [1, 4], "seq_lens": ["dynamic", 16]}
+    full = parse(shapes=shapes)
+    suite = parse(shapes=shapes, exclude=[{"batch_size": 1, "seq_len": 16}, {"backend": "pytorch", "batch_size": 4}])
+    kept = shapes_of(suite)
+    assert kept[("onnx-fp32", "onnxruntime")] == [(1, "dynamic"), (4, "dynamic"), (4, 16)]
+    assert kept[("eager-fp32", "pytorch")] == [(1, "dynamic")]
+    assert count_cells(suite, exporters(), backends())[0] == plan_cells(suite, exporters(), backends()).total_cells
+    # every variant keeps a shape: the variant count (one serving cell each) is the full one
+    assert count_cells(suite, exporters(), backends())[1] == count_cells(full, exporters(), backends())[1]
+    plan = plan_cells(suite, exporters(), backends())
+    assert all(not (u.base["batch_size"] == 1 and u.base["seq_len"] == 16) for u in plan.unavailable)
+
+
+def test_only_with_a_shape_keeps_just_that_shape_of_the_matching_variants() -> None:
+    suite = parse(
+        shapes={"batch_sizes": [1, 4], "seq_lens": ["dynamic"]},
+        only=[{"exporter": "onnx-fp32", "backend": "onnxruntime", "batch_size": 4}, {"exporter": "eager-fp32"}],
+    )
+    kept = shapes_of(suite)
+    assert kept == {
+        ("onnx-fp32", "onnxruntime"): [(4, "dynamic")],
+        ("eager-fp32", "pytorch"): [(1, "dynamic"), (4, "dynamic")],
+    }
+
+
+def test_shape_keys_leave_older_suite_hashes_alone_and_are_validated() -> None:
+    rules = [{"backend": "openvino"}]
+    assert "batch_size" not in parse(exclude=rules).model_dump(mode="json")["exclude"][0]
+    assert parse(exclude=rules).content_hash() != parse(exclude=[{"backend": "openvino", "seq_len": 16}]).content_hash()
+    with pytest.raises((SuiteError, SuiteErrors), match=r"exclude"):
+        parse(exclude=[{"seq_len": "fixed"}])
+    with pytest.raises((SuiteError, SuiteErrors), match=r"exclude"):
+        parse(exclude=[{"batch_size": 0}])
 
 
 def test_an_empty_exclude_keeps_the_hash_of_a_suite_without_one() -> None:

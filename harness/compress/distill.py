@@ -168,6 +168,7 @@ def train_with_distillation(
     layer_map: Sequence[int] | None = None,
     desc: str = "distill",
     checkpoint: Checkpoint | None = None,
+    freeze_embeddings: bool = False,
 ) -> dict:
     """The distillation loop proper; used by :func:`distill` and by pruning recovery.
 
@@ -216,6 +217,7 @@ def train_with_distillation(
         bf16=bf16,
         desc=desc,
         checkpoint=checkpoint,
+        freeze_embeddings=freeze_embeddings,
     )
 
 
@@ -294,6 +296,7 @@ def distill(
         attention_loss_weight=options.attention_loss_weight,
         layer_map=list(options.layers) if options.student is None else None,
         checkpoint=checkpoint,
+        freeze_embeddings=options.freeze_embeddings,
     )
     report.update(stats)
     report.update(validation_report(student, tokenizer, options.max_length, validation_texts, validation_labels))

@@ -68,6 +68,7 @@ def finetune(
         device=device,
         bf16=bf16,
         desc="finetune",
+        freeze_embeddings=options.freeze_embeddings,
     )
     report = {
         "stage": "finetune",

@@ -6,9 +6,9 @@ the rest of the suite: no booleans as numbers, no NaN or infinity, and every siz
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_serializer, model_validator
 
 from harness.compress.lightweight_options import LightweightOptions
 from harness.compress.search_options import SearchOptions, validate_space
@@ -53,6 +53,21 @@ class StageOptions(BaseModel):
     # (it halves training speed on CPUs that emulate it); the choice is recorded in the lineage
     bf16: TrainingPrecision = "auto"
     device: Literal["cpu", "cuda"] = "cpu"
+    # the token-embedding table left as it is: its dense gradient and optimizer update over the whole
+    # vocabulary cost a third of a small encoder's training step on CPU, for rows a batch barely uses
+    freeze_embeddings: bool = False
+
+    # options added after suites and models were published: at their defaults they are left out of
+    # every dump, so suite hashes and model cache keys stay as they were
+    LATER_DEFAULTS: ClassVar[dict[str, object]] = {"freeze_embeddings": False}
+
+    @model_serializer(mode="wrap")
+    def _without_later_defaults(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for name, default in self.LATER_DEFAULTS.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
 
 
 class AugmentOptions(BaseModel):
@@ -91,7 +106,9 @@ class DistillOptions(SearchableStage):
     """
 
     # the options below that only a layer-subset transformer student has
-    TRANSFORMER_ONLY: ClassVar[frozenset[str]] = frozenset({"layers", "hidden_loss_weight", "attention_loss_weight"})
+    TRANSFORMER_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"layers", "hidden_loss_weight", "attention_loss_weight", "freeze_embeddings"}
+    )
 
     layers: list[LayerIndex] = Field(default=[0, 2, 4], min_length=1, max_length=128)
     temperature: Temperature = 2.0
@@ -109,7 +126,9 @@ class DistillOptions(SearchableStage):
         if stray:
             raise ValueError(
                 f"{', '.join(sorted(stray))} only apply to a transformer student, not to student kind "
-                f"{self.student.kind!r} (it has no transformer layers)"
+                f"{self.student.kind!r} (it has no transformer layers"
+                + ("; its own student.freeze_embeddings keeps its table" if "freeze_embeddings" in stray else "")
+                + ")"
             )
         return self
 

@@ -237,6 +237,7 @@ def prune(
                 layer_map=teacher_layers(model, teacher) if options.hidden_loss_weight > 0 else None,
                 desc="prune-recovery",
                 checkpoint=checkpoint,
+                freeze_embeddings=options.freeze_embeddings,
             )
         )
     report["train_samples"] = len(idx)

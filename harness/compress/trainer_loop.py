@@ -26,7 +26,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import DEFAULT_PROGRESS_CALLBACK
 
 from harness.compress.batching import Encoded, bucket_batches, collate
-from harness.compress.training import Checkpoint, StepLoss, autocast, set_seed
+from harness.compress.training import Checkpoint, StepLoss, autocast, frozen_input_embeddings, set_seed
 
 # The batch key that carries each example's position in ``encoded`` through the collator to the loss
 # (teacher logits and labels are looked up by it); popped before the model sees the batch.
@@ -239,11 +239,13 @@ def trainer_train_loop(
     max_grad_norm: float = 1.0,
     desc: str = "train",
     checkpoint: Checkpoint | None = None,
+    freeze_embeddings: bool = False,
 ) -> dict:
     """Train ``model`` on ``step_loss`` with ``transformers.Trainer``: AdamW with linear warmup and
     decay over ``ceil(epochs * batches_per_epoch)`` steps, fractional epochs stopping mid-epoch,
     each epoch's bucketed order drawn from ``seed + epoch``, and ``checkpoint`` called at its evenly
     spaced steps (a search scores the model there and may stop the trial by raising).
+    ``freeze_embeddings`` keeps the token-embedding table out of the optimizer for this call.
 
     ``train_seconds`` covers ``Trainer.train`` only, not building the Trainer (a few hundred ms).
     """
@@ -255,7 +257,10 @@ def trainer_train_loop(
     callbacks: list[TrainerCallback] = [_ProgressBar(desc, losses)]
     if checkpoint is not None:
         callbacks.append(CheckpointCallback(checkpoint))
-    with tempfile.TemporaryDirectory(prefix="trainer-loop-") as output_dir:
+    with (
+        tempfile.TemporaryDirectory(prefix="trainer-loop-") as output_dir,
+        frozen_input_embeddings(model, freeze_embeddings),
+    ):
         trainer = make_trainer(
             model,
             encoded,

@@ -11,7 +11,7 @@ import functools
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +111,22 @@ def subset(encoded: Encoded, idx: np.ndarray) -> Encoded:
 
 
 @torch.no_grad()
+@contextlib.contextmanager
+def frozen_input_embeddings(model: torch.nn.Module, freeze: bool = True) -> Iterator[None]:
+    """The model's token-embedding table takes no gradient inside the block (an optimizer built
+    there leaves it out); its earlier setting is restored after."""
+    if not freeze:
+        yield
+        return
+    weight = model.get_input_embeddings().weight
+    before = weight.requires_grad
+    weight.requires_grad_(False)
+    try:
+        yield
+    finally:
+        weight.requires_grad_(before)
+
+
 def predict_logits(
     model: torch.nn.Module,
     encoded: Encoded,
@@ -128,7 +144,8 @@ def predict_logits(
     batches = bucket_batches(encoded.lengths, batch_size, shuffle=False)
     for idx in tqdm(batches, desc=desc, unit="batch", mininterval=5.0, disable=desc is None):
         batch = {k: v.to(device) for k, v in collate(encoded, idx).items()}
-        with autocast(device, bf16):
+        # no autograd graph: a pass over the train split would record one per batch for nothing
+        with torch.inference_mode(), autocast(device, bf16):
             logits = model(**model_inputs(model, batch)).logits
         logits = logits.float().cpu().numpy()
         if out is None:

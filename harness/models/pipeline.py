@@ -233,9 +233,14 @@ class ModelPipeline:
         """What a student learns from: the train part with the teacher's logits, plus, with
         ``augment``, synthetic sentences the teacher labels (its argmax as their hard label)."""
         part = self.training()
-        logits = self.teacher_logits(teacher, options, part.texts, "train part")
         if options.augment is None or options.augment.copies == 0:
-            return part.texts, part.labels, logits
+            # the rows the stage's own ``max_train_samples`` cap keeps, and only their logits: the stage
+            # subsamples these again to the very same rows (a cap at or above the count keeps them all)
+            from harness.compress.training import subsample
+
+            part = _rows(part, subsample(len(part.texts), options.max_train_samples, options.seed), "capped")
+            return part.texts, part.labels, self.teacher_logits(teacher, options, part.texts, "train part")
+        logits = self.teacher_logits(teacher, options, part.texts, "train part")
         from harness.compress.augment import augment
 
         mask_token = load_tokenizer_mask(teacher.path)

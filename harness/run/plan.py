@@ -83,23 +83,30 @@ def suite_shapes(suite: Suite) -> list[Shape]:
     return [Shape(b, s) for b, s in product(suite.shapes.batch_sizes, suite.shapes.seq_lens)]
 
 
-def count_cells(suite: Suite, exporters: Registry, backends: Registry) -> int:
+def count_cells(suite: Suite, exporters: Registry, backends: Registry) -> tuple[int, int]:
     """How many rows a run of ``suite`` writes (each compatible backend, or one ``(none)`` row set),
-    less the cells its ``exclude`` rules leave out."""
-    variants = 0
+    less the cells its ``exclude`` rules leave out; and over how many variants."""
+    cells = variants = 0
     for model, entry, device in product(suite.models, suite.exporters, suite.devices):
         artifact_format = exporters.get(entry.name).format_for(entry.options)
         compatible = [b for b in suite.backends if artifact_format in backends.get(b.name).formats]
-        cells = [Variant(model.name, entry, b, device, ()) for b in compatible or [NO_BACKEND]]
-        variants += sum(not suite.excluded(v.names()) for v in cells)
-    return variants * len(suite_shapes(suite))
+        for variant in (Variant(model.name, entry, b, device, ()) for b in compatible or [NO_BACKEND]):
+            kept = len(kept_shapes(suite, variant))
+            cells, variants = cells + kept, variants + bool(kept)
+    return cells, variants
+
+
+def kept_shapes(suite: Suite, variant: Variant) -> list[Shape]:
+    """The suite's shapes that its ``exclude`` and ``only`` rules leave this variant."""
+    if suite.excluded(variant.names()):
+        return []
+    return [shape for shape in suite_shapes(suite) if not suite.excluded(variant.base(shape))]
 
 
 def plan_cells(suite: Suite, exporters: Registry, backends: Registry, done: Iterable[tuple[str, ...]] = ()) -> Plan:
     """Cells already finished (``done``, from a resumed run) are counted but not planned again."""
     finished = set(done)
     plan = Plan()
-    shapes = suite_shapes(suite)
     for model, entry in product(suite.models, suite.exporters):
         exporter = exporters.get(entry.name)
         artifact_format = exporter.format_for(entry.options)
@@ -113,8 +120,7 @@ def plan_cells(suite: Suite, exporters: Registry, backends: Registry, done: Iter
                 for b, d in product(compatible, suite.devices)
             ]
         for variant, reason in targets:
-            if suite.excluded(variant.names()):
-                continue
+            shapes = kept_shapes(suite, variant)
             todo = tuple(s for s in shapes if variant.cell(s) not in finished)
             plan.already_done += len(shapes) - len(todo)
             if reason:

@@ -40,3 +40,73 @@ def test_stages_accept_suite_pydantic_options(model_dir, tmp_path):
     ds = suite_options.DistillOptions(layers=[0, 2], epochs=0.5, batch_size=10, max_length=32)
     rep = distill(tmp_path / "f", texts, labels, ds, tmp_path / "d")
     assert rep["options"]["layers"] == [0, 2] and rep["steps"] == 2
+
+
+def test_frozen_embeddings_stay_as_they_were_and_the_rest_still_learns(model_dir, tmp_path):
+    from harness.compress import options as suite_options
+    from harness.compress.distill import distill
+    from harness.compress.prune import prune
+
+    texts, labels = toy_data(64, seed=2)
+    before = AutoModelForSequenceClassification.from_pretrained(model_dir).state_dict()
+    table = "bert.embeddings.word_embeddings.weight"
+    stages = {
+        "f": lambda out: finetune(
+            model_dir,
+            texts,
+            labels,
+            2,
+            FinetuneOptions(epochs=1.0, batch_size=16, max_length=32, freeze_embeddings=True),
+            out,
+        ),
+        "d": lambda out: distill(
+            model_dir,
+            texts,
+            labels,
+            suite_options.DistillOptions(
+                layers=[0, 2], epochs=1.0, batch_size=16, max_length=32, freeze_embeddings=True
+            ),
+            out,
+        ),
+        "p": lambda out: prune(
+            model_dir,
+            texts,
+            labels,
+            suite_options.PruneOptions(
+                head_fraction=0.5,
+                ffn_fraction=0.5,
+                importance_samples=32,
+                batch_size=16,
+                max_length=32,
+                freeze_embeddings=True,
+            ),
+            out,
+            teacher_dir=model_dir,
+        ),
+    }
+    for name, run in stages.items():
+        run(tmp_path / name)
+        after = AutoModelForSequenceClassification.from_pretrained(tmp_path / name).state_dict()
+        assert torch.equal(after[table], before[table]), name
+        # the encoder's own weights did train
+        moved = [
+            k
+            for k in after
+            if k in before and k != table and after[k].shape == before[k].shape and not torch.equal(after[k], before[k])
+        ]
+        assert moved, name
+
+
+def test_unfrozen_embeddings_train_and_the_flag_is_restored(model_dir, tmp_path):
+    from harness.compress.training import frozen_input_embeddings
+
+    texts, labels = toy_data(64, seed=2)
+    finetune(model_dir, texts, labels, 2, FinetuneOptions(epochs=1.0, batch_size=16, max_length=32), tmp_path / "u")
+    before = AutoModelForSequenceClassification.from_pretrained(model_dir).state_dict()
+    after = AutoModelForSequenceClassification.from_pretrained(tmp_path / "u").state_dict()
+    table = "bert.embeddings.word_embeddings.weight"
+    assert not torch.equal(after[table], before[table])
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with frozen_input_embeddings(model):
+        assert not model.get_input_embeddings().weight.requires_grad
+    assert model.get_input_embeddings().weight.requires_grad
