@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output directory (default: the suite's output.dir)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted run")
+    run.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the cells on a Ray cluster (host:port, ray://host:port or auto) by the suite's hardware selectors",
+    )
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser("validate", parents=[common], help="check suite files without running")
@@ -173,13 +178,21 @@ def _run(args: argparse.Namespace) -> int:
     reachable = suite.task.source != "local" and hub_reachable()
     preflight(suite, str(args.suite), reachable, out_dir=args.out, registries=(exporters, backends))
     out_dir = args.out or Path(suite.output.dir)
-    results_path, report_path = _output_paths(out_dir, suite.output_name(_hardware(suite.devices)))
-    runner = Runner(
-        suite, exporters, backends, results_path, str(args.suite), progress=not args.no_progress, fresh=args.fresh
-    )
+    cluster = args.cluster or (suite.cluster.address if suite.cluster else None)
+    hardware = "fleet" if cluster else _hardware(suite.devices)
+    results_path, report_path = _output_paths(out_dir, suite.output_name(hardware))
+    options = {"progress": not args.no_progress, "fresh": args.fresh}
+    if cluster:  # only a fleet run imports the fleet (and so Ray)
+        from harness.fleet.runner import FleetRunner, cluster_config
+
+        runner = FleetRunner(
+            suite, exporters, backends, results_path, str(args.suite), cluster=cluster_config(suite, cluster), **options
+        )
+    else:
+        runner = Runner(suite, exporters, backends, results_path, str(args.suite), **options)
     runner.run()
     info = runner.run_info
-    rows = rows_of_run(read_rows([results_path]), info["suite_hash"], info["env_fingerprint"])
+    rows = runner.rows_of_this_run(read_rows([results_path]))
     scenarios = rows_of_run(
         read_rows([results_path], scenarios=True), info["suite_hash"], info["env_fingerprint"], key=scenario_key
     )

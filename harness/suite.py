@@ -33,6 +33,7 @@ from harness.suite_entries import (
     distinct_entries,
     named_entries,
 )
+from harness.suite_fleet import FleetFields
 from harness.suite_models import classes_inherited, lightweight_parents
 from harness.suite_rules import (
     MAX_SEED,
@@ -90,7 +91,7 @@ HubId = Annotated[str, AfterValidator(_hub_id)]
 
 ClassId = Annotated[int, Field(ge=0, le=100_000)]
 LATER_OPTIONAL_KEYS = ("label_map",)  # task keys
-LATER_TOP_LEVEL_KEYS = ("exclude", "only", "scenarios")
+LATER_TOP_LEVEL_KEYS = ("exclude", "only", "scenarios", "hardware", "cluster")
 
 
 class TaskConfig(Strict):
@@ -222,7 +223,9 @@ class BaselineConfig(Strict):
     backend: SafeName = "pytorch"  # a backend's display name (its label, or its name)
 
 
-class Suite(Strict):
+class Suite(FleetFields):
+    # and from FleetFields: ``hardware`` selectors and the ``cluster`` they are on (harness.suite_fleet)
+
     name: SafeName
     description: Annotated[str, Field(max_length=2000)] = ""
     task: TaskConfig

@@ -64,6 +64,8 @@ class CellRow:
     seq_len: int | str
     status: str
     reason: str | None = None
+    # the machine that measured the cell, by the suite's hardware selector name (a fleet run only)
+    hardware: str | None = None
     accuracy: float | None = None
     # the unweighted mean of per-class F1: what accuracy hides when the classes are unbalanced
     macro_f1: float | None = None
@@ -289,8 +291,10 @@ def _field_problem(row: dict[str, Any]) -> str:
 
 def cell_key(row: Any) -> tuple[str, ...]:
     """What identifies a cell across runs (a row dict or a ``CellRow``)."""
-    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name)
-    return tuple(str(get(name)) for name in ("model", "exporter", "backend", "device", "batch_size", "seq_len"))
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name, None)
+    key = tuple(str(get(name)) for name in ("model", "exporter", "backend", "device", "batch_size", "seq_len"))
+    # the same cell on two machines is two cells; a local run's rows keep the key they always had
+    return (*key, str(get("hardware"))) if get("hardware") else key
 
 
 def rows_of_run(

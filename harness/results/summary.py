@@ -32,7 +32,10 @@ def rows_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame([dict(r) for r in rows])
     runs = frame["run"] if "run" in frame else pd.Series([{}] * len(frame))
     frame["run"] = [r if isinstance(r, dict) else {} for r in runs]
-    frame["hardware"] = [machine_label(r.get("env") or {}) for r in frame["run"]]
+    # a fleet run names each machine by its hardware selector; merged local runs by their CPU or GPU
+    named = frame["hardware"] if "hardware" in frame else pd.Series([None] * len(frame))
+    labels = [machine_label(r.get("env") or {}) for r in frame["run"]]
+    frame["hardware"] = [name if isinstance(name, str) and name else label for name, label in zip(named, labels)]
     frame["baseline"] = [r.get("baseline") for r in frame["run"]]
     frame["run_id"] = [r.get("run_id") for r in frame["run"]]
     frame["seq_len"] = frame["seq_len"].astype(str)

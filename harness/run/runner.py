@@ -113,6 +113,10 @@ class Runner:
                 self._emit(row)
         return self.rows
 
+    def rows_of_this_run(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The latest row of each cell this run (or the run it resumed) wrote in ``rows``."""
+        return rows_of_run(rows, self.run_info["suite_hash"], self.run_info["env_fingerprint"])
+
     def _progress_bar(self, plan: Plan) -> tqdm:
         return tqdm(
             total=plan.total_cells,

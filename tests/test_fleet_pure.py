@@ -1,0 +1,229 @@
+"""The fleet's rules without a cluster: hardware selectors in a suite, which nodes they name, how an
+artifact travels by content key, and how a worker's answer is read as data (never executed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from harness.adapters import Artifact
+from harness.cache import ArtifactCache
+from harness.errors import SuiteError
+from harness.fleet.artifacts import pack, reference, unpack
+from harness.fleet.codec import decode_outcome, encode_outcome
+from harness.fleet.nodes import FleetError, Node, match_hardware
+from harness.measure.execute import CellTimes, VariantOutcome
+from harness.suite import parse_suite
+from harness.suite_fleet import HardwareSelector
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = yaml.safe_load((REPO / "suites" / "smoke.yaml").read_text(encoding="utf-8"))
+
+
+def node(name: str, alive: bool = True, slot: float = 1, **resources: float) -> Node:
+    labels = {"machine": name}
+    return Node(
+        f"{name}-id-0123456789", f"10.0.0.{len(name)}", {"CPU": 2, "harness-slot": slot, **resources}, labels, alive
+    )
+
+
+# --- the suite's hardware and cluster blocks ---------------------------------------------------
+
+
+def test_hardware_and_cluster_are_typed_and_leave_older_hashes_alone() -> None:
+    plain = parse_suite(SMOKE, "smoke.yaml")
+    fleet = parse_suite(
+        {**SMOKE, "hardware": [{"name": "xeon-2c", "resources": {"bench-xeon": 1}}], "cluster": {"address": "auto"}},
+        "smoke.yaml",
+    )
+    assert fleet.hardware[0].resources == {"bench-xeon": 1.0} and fleet.cluster.slot_resource == "harness-slot"
+    assert "hardware" not in json.dumps(plain.model_dump(mode="json")) or plain.hardware == []
+    assert fleet.content_hash() != plain.content_hash()
+    assert parse_suite({**SMOKE, "hardware": []}, "smoke.yaml").content_hash() == plain.content_hash()
+
+
+@pytest.mark.parametrize(
+    ("block", "where"),
+    [
+        ({"hardware": [{"name": "a"}]}, "hardware[0]: a hardware selector needs resources or labels"),
+        ({"hardware": [{"name": "a", "labels": {"k": "v"}}, {"name": "a", "labels": {"k": "w"}}]}, "hardware[1].name"),
+        ({"hardware": [{"name": "a", "resources": {"bench": 0}}]}, "hardware[0].resources.bench"),
+        ({"cluster": {"address": "http://head:6379"}}, "cluster.address"),
+        ({"cluster": {"address": "auto", "port": 1}}, "cluster.port"),
+    ],
+)
+def test_fleet_blocks_name_the_key_path_of_their_problem(block: dict, where: str) -> None:
+    with pytest.raises(SuiteError, match=r"smoke\.yaml: " + where.replace("[", r"\[").replace("]", r"\]")):
+        parse_suite({**SMOKE, **block}, "smoke.yaml")
+
+
+# --- which nodes each selector names -----------------------------------------------------------
+
+
+def test_each_selector_gets_the_live_nodes_that_carry_its_resources_and_labels() -> None:
+    nodes = [node("xeon-a", **{"bench-xeon": 1}), node("xeon-b", alive=False, **{"bench-xeon": 1}), node("epyc")]
+    selectors = [
+        HardwareSelector(name="xeon", resources={"bench-xeon": 1}),
+        HardwareSelector(name="epyc", labels={"machine": "epyc"}),
+    ]
+    matched, warnings = match_hardware(selectors, nodes, "harness-slot")
+    assert [n.address for n in matched["xeon"]] == ["10.0.0.6"] and [n.node_id[:4] for n in matched["epyc"]] == ["epyc"]
+    assert warnings == []
+
+
+def test_a_required_selector_without_a_node_stops_the_run_and_says_what_nodes_offer() -> None:
+    selectors = [HardwareSelector(name="gpu", resources={"bench-gpu": 1})]
+    with pytest.raises(FleetError, match=r"'gpu' matches no live node .*resource bench-gpu >= 1.*\[harness-slot\]"):
+        match_hardware(selectors, [node("xeon")], "harness-slot")
+
+
+def test_an_optional_selector_without_a_node_is_a_warning() -> None:
+    selectors = [HardwareSelector(name="gpu", resources={"bench-gpu": 1}, optional=True)]
+    matched, warnings = match_hardware(selectors, [node("xeon")], "harness-slot")
+    assert matched == {"gpu": []} and "skipped" in warnings[0]
+
+
+def test_a_matching_node_without_a_slot_is_refused_up_front() -> None:
+    selectors = [HardwareSelector(name="xeon", labels={"machine": "xeon"})]
+    with pytest.raises(FleetError, match=r"offer no 'harness-slot' resource"):
+        match_hardware(selectors, [node("xeon", slot=0)], "harness-slot")
+
+
+def test_node_records_are_read_defensively() -> None:
+    record = {"NodeID": "abc", "Alive": True, "NodeManagerAddress": "10.1.1.1", "Resources": {"CPU": 2.0}, "Labels": {}}
+    assert Node.from_ray(record).resources == {"CPU": 2.0}
+    with pytest.raises(FleetError, match="cannot read"):
+        Node.from_ray({"Alive": True})
+
+
+# --- artifacts by content key ------------------------------------------------------------------
+
+
+def _entry(root: Path) -> tuple[ArtifactCache, Artifact]:
+    cache = ArtifactCache(root)
+
+    def build(out: Path) -> None:
+        (out / "model.onnx").write_bytes(b"graph" * 100)
+        (out / "sub").mkdir()
+        (out / "sub" / "config.json").write_text('{"a": 1}', encoding="utf-8")
+
+    entry = cache.get_or_build("exports", "k1", build)
+    return cache, Artifact(entry / "model.onnx", "onnx", {"opset": 17})
+
+
+def test_an_artifact_arrives_whole_under_its_key_and_is_reused(tmp_path: Path) -> None:
+    driver, artifact = _entry(tmp_path / "driver")
+    ref = reference(artifact, driver)
+    worker = ArtifactCache(tmp_path / "worker")
+    arrived = unpack(pack(artifact.path.parent), ref, worker)
+    assert arrived.path == tmp_path / "worker" / "exports" / "k1" / "model.onnx"
+    assert arrived.path.read_bytes() == artifact.path.read_bytes() and arrived.metadata == {"opset": 17}
+    assert (arrived.path.parent / "sub" / "config.json").read_text(encoding="utf-8") == '{"a": 1}'
+    stamp = arrived.path.stat().st_mtime_ns
+    again = unpack(b"not even a tar", ref, worker)  # the intact entry is reused: the blob is not read
+    assert again.path == arrived.path and again.path.stat().st_mtime_ns == stamp
+
+
+def test_an_artifact_with_other_content_is_refused_and_not_published(tmp_path: Path) -> None:
+    driver, artifact = _entry(tmp_path / "driver")
+    ref = reference(artifact, driver)
+    blob = pack(artifact.path.parent).replace(b"graphgraph", b"GRAPHgraph", 1)
+    with pytest.raises(FleetError, match="other content"):
+        unpack(blob, ref, ArtifactCache(tmp_path / "worker"))
+    assert not (tmp_path / "worker" / "exports" / "k1").exists()
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/tmp/absolute.txt"])
+def test_a_member_outside_its_folder_is_refused(tmp_path: Path, name: str) -> None:
+    driver, artifact = _entry(tmp_path / "driver")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name)
+        info.size = 3
+        archive.addfile(info, io.BytesIO(b"bad"))
+    with pytest.raises(Exception, match=r"outside|absolute|escape"):
+        unpack(buffer.getvalue(), reference(artifact, driver), ArtifactCache(tmp_path / "worker"))
+    assert not (tmp_path / "escape.txt").exists() and not list((tmp_path / "worker").rglob("*.txt"))
+
+
+def test_only_what_the_cache_published_can_be_shipped(tmp_path: Path) -> None:
+    stray = tmp_path / "elsewhere" / "model.onnx"
+    stray.parent.mkdir()
+    stray.write_bytes(b"x")
+    with pytest.raises(FleetError, match="not in the artifact cache"):
+        reference(Artifact(stray, "onnx"), ArtifactCache(tmp_path / "cache"))
+
+
+# --- a worker's answer is data -----------------------------------------------------------------
+
+
+def _outcome() -> VariantOutcome:
+    cell = ("m", "onnx-fp32", "onnxruntime", "cpu", "1", "dynamic")
+    return VariantOutcome(
+        "ok",
+        None,
+        {cell: CellTimes(((0.001, 0.002), (0.0015, 0.0025)), 2, None, 120.5)},
+        {"batch 1, dynamic": np.array([[0.5, -0.5], [1.0, 2.0]])},
+        {"baseline_rss_mb": 40.0, "peak_rss_mb": None},
+        {"load": 0.1, "time": 1.0, "score": 0.2},
+        {},
+        {"compile_s": 1.5},
+    )
+
+
+def test_an_answer_round_trips_with_its_machine() -> None:
+    outcome, env = decode_outcome(encode_outcome(_outcome(), {"hostname": "xeon-a", "cpu": {"model": "X"}}))
+    expected = _outcome()
+    assert outcome.cells == expected.cells and outcome.memory == expected.memory and outcome.notes == expected.notes
+    np.testing.assert_array_equal(outcome.scores["batch 1, dynamic"], expected.scores["batch 1, dynamic"])
+    assert env == {"hostname": "xeon-a", "cpu": {"model": "X"}}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda a: a.update(status="pwned"), "status"),
+        (lambda a: a["cells"][0][1].update(count=True), r"cells\[0\]\.count"),
+        (lambda a: a["cells"][0][1].update(passes=[["1"]]), "non-number"),
+        (lambda a: a["scores"].update({"batch 1, dynamic": [[1.0], [1.0, 2.0]]}), "ragged|non-number|logits"),
+        (lambda a: a.update(cells={"not": "a list"}), "cells of type dict"),
+    ],
+)
+def test_a_malformed_answer_names_its_field(edit, message: str) -> None:
+    answer = json.loads(encode_outcome(_outcome(), {}))
+    edit(answer)
+    with pytest.raises(FleetError, match=message):
+        decode_outcome(json.dumps(answer))
+
+
+def test_nan_in_an_answer_is_refused() -> None:
+    text = encode_outcome(_outcome(), {}).replace("0.001", "NaN", 1)
+    with pytest.raises(FleetError, match="not valid JSON|NaN"):
+        decode_outcome(text)
+
+
+def _modules_after(command: str) -> list[str]:
+    code = (
+        "import sys, contextlib, io\n"
+        "from harness.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    main({command.split()!r})\n"
+        "print(sorted(m for m in ('ray', 'torch', 'onnxruntime', 'openvino') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_validate_imports_no_runtime_and_list_no_ray() -> None:
+    assert _modules_after("validate suites/smoke.yaml") == []
+    # list asks the runtimes whether they can run here (CUDA, providers); Ray is never one of them
+    assert "ray" not in _modules_after("list")
