@@ -133,7 +133,9 @@ def _validate(args: argparse.Namespace) -> int:
             continue
         serving = f" + {variants * len(suite.scenarios)}"
         serving = f"{serving} scenario cells at most" if suite.scenarios else ""
-        print(f"{one_line(file)}: ok (suite '{suite.name}', hash {suite.content_hash()}, {cells} cells{serving})")
+        machines = f" on each of {len(suite.hardware)} machines with --cluster" if suite.hardware else ""
+        counts = f"{cells} cells{machines}{serving}"
+        print(f"{one_line(file)}: ok (suite '{suite.name}', hash {suite.content_hash()}, {counts})")
     return EXIT_BAD_INPUT if failed else 0
 
 

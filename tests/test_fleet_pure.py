@@ -227,3 +227,42 @@ def test_validate_imports_no_runtime_and_list_no_ray() -> None:
     assert _modules_after("validate suites/smoke.yaml") == []
     # list asks the runtimes whether they can run here (CUDA, providers); Ray is never one of them
     assert "ray" not in _modules_after("list")
+
+
+# --- the report's machines ----------------------------------------------------------------------
+
+
+def _row(hardware: str | None, exporter: str, p50: float, env_cpu: str = "EPYC") -> dict:
+    return {
+        "model": "m",
+        "exporter": exporter,
+        "backend": "onnxruntime",
+        "device": "cpu",
+        "batch_size": 1,
+        "seq_len": "dynamic",
+        "status": "ok",
+        "p50_ms": p50,
+        "hardware": hardware,
+        "run": {"run_id": "r", "baseline": "m/eager-fp32/onnxruntime", "env": {"cpu": env_cpu, "threads": 2}},
+    }
+
+
+def test_rows_name_their_machine_by_selector_and_local_rows_by_cpu() -> None:
+    from harness.results.summary import rows_frame
+
+    frame = rows_frame([_row("xeon-2c", "onnx-fp32", 2.0), _row(None, "onnx-fp32", 1.0)])
+    assert list(frame["hardware"]) == ["xeon-2c", "EPYC (2 threads)"]
+
+
+def test_across_machines_gives_each_machine_its_p50_and_the_ratio_to_the_first() -> None:
+    from harness.results.machines import machines_section
+    from harness.results.summary import rows_frame
+
+    rows = [_row("a", "onnx-fp32", 2.0), _row("b", "onnx-fp32", 3.0), _row("a", "ort-int8", 1.0)]
+    section = machines_section(rows_frame(rows))
+    cells = [
+        [c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| cpu")
+    ]
+    assert cells[0][-3:] == ["2", "3", "1.5"]  # p50 on a, on b, and b / a
+    assert cells[1][-3:] == ["1", "—", "—"]  # not run on b: a dash, not nan
+    assert machines_section(rows_frame(rows[:1])) == ""

@@ -90,10 +90,16 @@ class Fleet:
         try:
             return Finished(token, node, self.ray.get(reference))
         except Exception as error:  # the task raised, its worker died, or its node is gone
-            if not self._alive(node):
+            if isinstance(error, self._loss_errors()) or not self._alive(node):
                 self.lost.add(node.node_id)
                 return Finished(token, node, None, f"node {node.short} was lost ({type(error).__name__})", lost=True)
             return Finished(token, node, None, f"on node {node.short}: {type(error).__name__}: {one_line(str(error))}")
+
+    def _loss_errors(self) -> tuple[type[BaseException], ...]:
+        # the node died under the task, or died before a task pinned to it could start; the cluster
+        # may still count it alive for a few heartbeats after either
+        names = ("NodeDiedError", "TaskUnschedulableError")
+        return tuple(getattr(self.ray.exceptions, name) for name in names if hasattr(self.ray.exceptions, name))
 
     def _alive(self, node: Node) -> bool:
         """Whether the cluster still counts the node alive (a dead worker process is not a lost node)."""

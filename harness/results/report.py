@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness.environment import machine_label
 from harness.errors import one_line
+from harness.results.machines import machines_section
 from harness.results.scenario_section import CAPTION_PREFIX as SERVING_CAPTION
 from harness.results.scenario_section import scenario_section
 from harness.results.search_section import CAPTION_PREFIX as SEARCH_CAPTION
@@ -110,6 +111,7 @@ def render_report(
         others = group[group["status"] != "ok"]
         if not others.empty:
             parts.append("### Not run\n\n" + _reason_table(others))
+    parts.append(machines_section(frame))
     parts.append(scenario_section(scenarios, frame.to_dict("records"), figures or {}))
     parts.append(_warnings(frame))
     parts.append(variants_section(frame))

@@ -1,0 +1,188 @@
+"""A fleet run on a real local Ray cluster of two simulated machines: nodes that differ by a custom
+resource (and a label), started once for this module. The same tiny suite runs on both; the rows
+must land in one file, each cell on its own machine's nodes, never two cells at once on a node.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from harness_testutil import REPO, TOY_ROWS, write_tsv
+
+from harness.errors import HarnessError
+from harness.registry import backends, exporters
+from harness.results.rows import read_rows
+from harness.suite import parse_suite
+
+SLOT = "harness-slot"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray = pytest.importorskip("ray", reason="Ray is a dependency of the fleet: pip install -e .")
+    from ray.cluster_utils import Cluster
+
+    machines = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "resources": {SLOT: 1, "bench-a": 1}, "labels": {"machine": "alpha"}},
+    )
+    machines.add_node(num_cpus=1, resources={SLOT: 1, "bench-b": 1}, labels={"machine": "beta"})
+    machines.wait_for_nodes()
+    ray.init(address=machines.address, namespace="harness-tests", log_to_driver=False)
+    yield machines
+    ray.shutdown()
+    machines.shutdown()
+
+
+def fleet_suite(tmp_path: Path, cache_dir: Path, **changes: Any):
+    write_tsv(tmp_path / "data" / "toy" / "validation.tsv", TOY_ROWS)
+    raw = {
+        "name": "fleet",
+        "task": {"local": str(tmp_path / "data" / "toy"), "source": "local"},
+        "models": [{"name": "tiny", "source": "builtin:tiny-bert"}],
+        "exporters": ["eager-fp32", "onnx-fp32"],
+        "backends": ["pytorch", "onnxruntime"],
+        "devices": ["cpu"],
+        "shapes": {"batch_sizes": [1], "seq_lens": ["dynamic"]},
+        "threads": 1,
+        "timing": {"rounds": 2, "seconds_per_cell": 0.02, "single_inputs": 6, "peak_gemm_size": 128},
+        "hardware": [
+            {"name": "alpha", "resources": {"bench-a": 1}},
+            {"name": "beta", "labels": {"machine": "beta"}},
+        ],
+        "output": {"cache_dir": str(cache_dir)},
+        **changes,
+    }
+    return parse_suite(raw, "fleet.yaml", exporters(), backends())
+
+
+def run_fleet(suite, results: Path, address: str, fresh: bool = False):
+    from harness.fleet.runner import FleetRunner, cluster_config
+
+    runner = FleetRunner(
+        suite,
+        exporters(),
+        backends(),
+        results,
+        "fleet.yaml",
+        progress=False,
+        fresh=fresh,
+        cluster=cluster_config(suite, address),
+    )
+    runner.run()
+    return runner
+
+
+def test_cells_run_on_their_own_machines_into_one_file(cluster, tmp_path, cache_dir) -> None:
+    suite = fleet_suite(tmp_path, cache_dir)
+    results = tmp_path / "fleet.jsonl"
+    runner = run_fleet(suite, results, cluster.address)
+    rows = read_rows([results])
+    assert sorted((r["hardware"], r["exporter"]) for r in rows) == [
+        ("alpha", "eager-fp32"),
+        ("alpha", "onnx-fp32"),
+        ("beta", "eager-fp32"),
+        ("beta", "onnx-fp32"),
+    ]
+    assert all(r["status"] == "ok" for r in rows), [r["reason"] for r in rows]
+    nodes = {lane.name: {node.short for node in lane.nodes} for lane in runner.lanes.values()}
+    assert nodes["alpha"].isdisjoint(nodes["beta"])
+    for row in rows:  # every round of every cell ran on a node of its own hardware
+        assert {note["node"] for note in row["backend_notes"]} <= nodes[row["hardware"]], row["backend_notes"]
+        assert row["run"]["hardware"] == row["hardware"] and row["run"]["machine_peak"]
+    # speedups pair cells within a machine: each machine's baseline is its own
+    from harness.results.report import report_frame
+
+    frame = report_frame(rows)
+    assert set(frame["hardware"]) == {"alpha", "beta"}
+    assert (frame[frame["exporter"] == "eager-fp32"]["speedup"] == 1.0).all()
+    from harness.results.report import render_report
+
+    report = render_report(frame)
+    assert "## Across machines" in report and "p50 (ms) alpha" in report and "beta / alpha" in report
+    assert "| hardware |" in report.replace("  ", " ") or "| hardware " in report
+
+
+def test_no_two_cells_share_a_node_at_once(cluster, tmp_path, cache_dir) -> None:
+    suite = fleet_suite(tmp_path, cache_dir, timing={"rounds": 3, "seconds_per_cell": 0.05, "single_inputs": 6})
+    runner = run_fleet(suite, tmp_path / "fleet.jsonl", cluster.address)
+    by_node: dict[str, list[tuple[float, float]]] = {}
+    for node, started, finished in runner.timeline:
+        by_node.setdefault(node, []).append((started, finished))
+    assert len(by_node) == 2 and sum(len(spans) for spans in by_node.values()) == 2 * 2 * 3
+    for spans in by_node.values():
+        spans.sort()
+        assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:])), spans
+
+
+def test_a_resumed_fleet_run_skips_finished_cells(cluster, tmp_path, cache_dir) -> None:
+    suite = fleet_suite(tmp_path, cache_dir)
+    results = tmp_path / "fleet.jsonl"
+    run_fleet(suite, results, cluster.address)
+    first = {json.dumps([r["hardware"], r["exporter"]]): r["run"]["run_id"] for r in read_rows([results])}
+    lines = results.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if json.loads(line)["hardware"] == "alpha"]
+    results.write_text("\n".join(kept) + "\n", encoding="utf-8")  # beta's rows were never written
+    runner = run_fleet(suite, results, cluster.address)
+    rows = read_rows([results])
+    assert len(rows) == 4 and len(runner.timeline) == 2 * 2  # only beta's two variants ran, two rounds each
+    assert {r["run"]["run_id"] for r in rows} == set(first.values())  # one run, resumed
+
+
+def test_a_selector_that_matches_no_node_stops_the_run_before_it_starts(cluster, tmp_path, cache_dir) -> None:
+    suite = fleet_suite(tmp_path, cache_dir, hardware=[{"name": "gpu", "resources": {"bench-gpu": 1}}])
+    with pytest.raises(HarnessError, match="'gpu' matches no live node"):
+        run_fleet(suite, tmp_path / "fleet.jsonl", cluster.address)
+    assert not (tmp_path / "fleet.jsonl").exists()
+
+
+def test_a_lost_node_errors_its_cells_naming_the_loss(cluster, tmp_path, cache_dir) -> None:
+    """The second machine's only node is removed while one of its rounds runs: with no other node of
+    that hardware, its cells are error rows that say the node was lost; the first machine's are not
+    touched. (Runs last: the cluster has one machine after it.)"""
+    from harness.fleet.runner import FleetRunner, cluster_config
+
+    suite = fleet_suite(tmp_path, cache_dir, timing={"rounds": 2, "seconds_per_cell": 1.0, "single_inputs": 6})
+    runner = FleetRunner(
+        suite,
+        exporters(),
+        backends(),
+        tmp_path / "fleet.jsonl",
+        "fleet.yaml",
+        progress=False,
+        cluster=cluster_config(suite, cluster.address),
+    )
+    beta = next(node for node in cluster.list_all_nodes() if node is not cluster.head_node)
+    removed = threading.Event()
+
+    def remove_beta_mid_round() -> None:
+        while not removed.is_set():
+            in_flight = getattr(getattr(runner, "fleet", None), "in_flight", {})
+            if any(token[0] == "beta" for token, _ in list(in_flight.values())):
+                cluster.remove_node(beta, allow_graceful=False)
+                removed.set()
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=remove_beta_mid_round, daemon=True)
+    watcher.start()
+    try:
+        runner.run()
+    finally:
+        removed.set()
+    rows = read_rows([tmp_path / "fleet.jsonl"])
+    alpha = [r for r in rows if r["hardware"] == "alpha"]
+    lost = [r for r in rows if r["hardware"] == "beta"]
+    assert alpha and all(r["status"] == "ok" for r in alpha)
+    assert lost and all(r["status"] == "error" and "lost" in r["reason"] for r in lost), [r["reason"] for r in lost]
+
+
+def test_the_fleet_suite_file_validates() -> None:
+    raw = yaml.safe_load((REPO / "suites" / "smoke-fleet.yaml").read_text(encoding="utf-8"))
+    suite = parse_suite(raw, "smoke-fleet.yaml", exporters(), backends())
+    assert [h.name for h in suite.hardware] == ["machine-a", "machine-b"]
