@@ -79,10 +79,17 @@ def run_fleet(suite, results: Path, address: str, fresh: bool = False):
     return runner
 
 
-def test_cells_run_on_their_own_machines_into_one_file(cluster, tmp_path, cache_dir) -> None:
-    suite = fleet_suite(tmp_path, cache_dir)
-    results = tmp_path / "fleet.jsonl"
-    runner = run_fleet(suite, results, cluster.address)
+@pytest.fixture(scope="module")
+def first_run(cluster, tmp_path_factory, cache_dir):
+    """One fleet run of the tiny suite (two rounds) that several tests read; a Ray run costs seconds."""
+    work = tmp_path_factory.mktemp("fleet")
+    suite = fleet_suite(work, cache_dir)
+    runner = run_fleet(suite, work / "fleet.jsonl", cluster.address)
+    return suite, runner, work / "fleet.jsonl"
+
+
+def test_cells_run_on_their_own_machines_into_one_file(first_run) -> None:
+    _, runner, results = first_run
     rows = read_rows([results])
     assert sorted((r["hardware"], r["exporter"]) for r in rows) == [
         ("alpha", "eager-fp32"),
@@ -96,43 +103,42 @@ def test_cells_run_on_their_own_machines_into_one_file(cluster, tmp_path, cache_
     for row in rows:  # every round of every cell ran on a node of its own hardware
         assert {note["node"] for note in row["backend_notes"]} <= nodes[row["hardware"]], row["backend_notes"]
         assert row["run"]["hardware"] == row["hardware"] and row["run"]["machine_peak"]
-    # speedups pair cells within a machine: each machine's baseline is its own
-    from harness.results.report import report_frame
 
-    frame = report_frame(rows)
+
+def test_the_merged_report_pairs_within_each_machine_and_compares_across(first_run) -> None:
+    from harness.results.report import render_report, report_frame
+
+    frame = report_frame(read_rows([first_run[2]]))
     assert set(frame["hardware"]) == {"alpha", "beta"}
-    assert (frame[frame["exporter"] == "eager-fp32"]["speedup"] == 1.0).all()
-    from harness.results.report import render_report
-
+    assert (frame[frame["exporter"] == "eager-fp32"]["speedup"] == 1.0).all()  # each machine's own baseline
     report = render_report(frame)
     assert "## Across machines" in report and "p50 (ms) alpha" in report and "beta / alpha" in report
-    assert "| hardware |" in report.replace("  ", " ") or "| hardware " in report
+    summary = report[report.index("## Summary") : report.index("## Runs")]
+    assert summary.count("| alpha |") == 1 and summary.count("| beta |") == 1
 
 
-def test_no_two_cells_share_a_node_at_once(cluster, tmp_path, cache_dir) -> None:
-    suite = fleet_suite(tmp_path, cache_dir, timing={"rounds": 3, "seconds_per_cell": 0.05, "single_inputs": 6})
-    runner = run_fleet(suite, tmp_path / "fleet.jsonl", cluster.address)
+def test_no_two_cells_share_a_node_at_once(first_run) -> None:
     by_node: dict[str, list[tuple[float, float]]] = {}
-    for node, started, finished in runner.timeline:
+    for node, started, finished in first_run[1].timeline:
         by_node.setdefault(node, []).append((started, finished))
-    assert len(by_node) == 2 and sum(len(spans) for spans in by_node.values()) == 2 * 2 * 3
+    assert len(by_node) == 2 and sum(len(spans) for spans in by_node.values()) == 2 * 2 * 2
     for spans in by_node.values():
         spans.sort()
         assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:])), spans
 
 
-def test_a_resumed_fleet_run_skips_finished_cells(cluster, tmp_path, cache_dir) -> None:
-    suite = fleet_suite(tmp_path, cache_dir)
+def test_a_resumed_fleet_run_skips_finished_cells(first_run, cluster, tmp_path) -> None:
+    suite, _, done = first_run
     results = tmp_path / "fleet.jsonl"
-    run_fleet(suite, results, cluster.address)
-    first = {json.dumps([r["hardware"], r["exporter"]]): r["run"]["run_id"] for r in read_rows([results])}
-    lines = results.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if json.loads(line)["hardware"] == "alpha"]
-    results.write_text("\n".join(kept) + "\n", encoding="utf-8")  # beta's rows were never written
-    runner = run_fleet(suite, results, cluster.address)
+    lines = done.read_text(encoding="utf-8").splitlines()
+    results.write_text("\n".join(line for line in lines if json.loads(line)["hardware"] == "alpha") + "\n")
+    runner = run_fleet(suite, results, cluster.address)  # as if killed before beta's rows were written
     rows = read_rows([results])
     assert len(rows) == 4 and len(runner.timeline) == 2 * 2  # only beta's two variants ran, two rounds each
-    assert {r["run"]["run_id"] for r in rows} == set(first.values())  # one run, resumed
+    assert len({r["run"]["run_id"] for r in rows}) == 1  # one run, resumed
+    assert [json.loads(line) for line in results.read_text().splitlines()[:2]] == [
+        json.loads(x) for x in lines if json.loads(x)["hardware"] == "alpha"
+    ]
 
 
 def test_a_selector_that_matches_no_node_stops_the_run_before_it_starts(cluster, tmp_path, cache_dir) -> None:
@@ -148,7 +154,7 @@ def test_a_lost_node_errors_its_cells_naming_the_loss(cluster, tmp_path, cache_d
     touched. (Runs last: the cluster has one machine after it.)"""
     from harness.fleet.runner import FleetRunner, cluster_config
 
-    suite = fleet_suite(tmp_path, cache_dir, timing={"rounds": 2, "seconds_per_cell": 1.0, "single_inputs": 6})
+    suite = fleet_suite(tmp_path, cache_dir, timing={"rounds": 2, "seconds_per_cell": 0.5, "single_inputs": 6})
     runner = FleetRunner(
         suite,
         exporters(),

@@ -146,7 +146,25 @@ def test_rendered_report(rows) -> None:
     text = render_report(rows, "My title")
     assert text.startswith("# My title\n")
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings == ["## Summary", "## Runs", "## cpu", "## cuda", "## Environment", "## Notes"]
+    assert headings == [
+        "## Summary",
+        "## Runs",
+        "## cpu",
+        "## cuda",
+        "## Across machines",
+        "## Environment",
+        "## Notes",
+    ]
+    across = {
+        (c["exporter"], c["batch"]): c["CPU-B (2 threads) / CPU-A (2 threads)"]
+        for c in table_after(text, "## Across machines")
+    }
+    assert across == {
+        ("eager-fp32", "1"): "2",
+        ("onnx-fp32", "1"): "2",
+        ("eager-fp32", "8"): "—",
+        ("onnx-fp32", "8"): "1.25",
+    }
     cells = table_after(text, "### Latency")  # the cpu section's; both machines share it
     speedups = {(c["hardware"], c["exporter"], c["batch"]): c["speedup (95% CI)"] for c in cells}
     assert speedups == {

@@ -13,7 +13,7 @@ HEADERS = {"device": "device", "batch_size": "batch", "seq_len": "seq len"}
 def machines_section(frame: pd.DataFrame) -> str:
     """Empty unless the ok rows come from two machines or more."""
     ok = frame[frame["status"] == "ok"]
-    machines = list(dict.fromkeys(ok["hardware"]))
+    machines = sorted(set(ok["hardware"]))  # by name: the file order of rows depends on which finished first
     if len(machines) < 2:
         return ""
     table = ok.drop_duplicates(subset=[*CELL, "hardware"], keep="last").pivot(
