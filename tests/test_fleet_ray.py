@@ -148,12 +148,15 @@ def test_a_selector_that_matches_no_node_stops_the_run_before_it_starts(cluster,
     assert not (tmp_path / "fleet.jsonl").exists()
 
 
-def test_a_lost_node_errors_its_cells_naming_the_loss(cluster, tmp_path, cache_dir) -> None:
-    """The second machine's only node is removed while one of its rounds runs: with no other node of
-    that hardware, its cells are error rows that say the node was lost; the first machine's are not
-    touched. (Runs last: the cluster has one machine after it.)"""
+def test_a_lost_node_hands_its_round_on_or_errors_naming_the_loss(cluster, tmp_path, cache_dir) -> None:
+    """A second node joins the first machine; then that node and the second machine's only node are
+    removed while each runs a round. The first machine's round goes to its other node and its cells
+    end ok; the second machine has no node left, so its cells are error rows that say the node was
+    lost. (Runs last: the cluster has one node after it.)"""
     from harness.fleet.runner import FleetRunner, cluster_config
 
+    alpha_two = cluster.add_node(num_cpus=1, resources={SLOT: 1, "bench-a": 1}, labels={"machine": "alpha"})
+    cluster.wait_for_nodes()
     suite = fleet_suite(tmp_path, cache_dir, timing={"rounds": 2, "seconds_per_cell": 0.5, "single_inputs": 6})
     runner = FleetRunner(
         suite,
@@ -164,27 +167,30 @@ def test_a_lost_node_errors_its_cells_naming_the_loss(cluster, tmp_path, cache_d
         progress=False,
         cluster=cluster_config(suite, cluster.address),
     )
-    beta = next(node for node in cluster.list_all_nodes() if node is not cluster.head_node)
-    removed = threading.Event()
+    beta = next(n for n in cluster.list_all_nodes() if n is not cluster.head_node and n is not alpha_two)
+    doomed = {alpha_two.node_id: alpha_two, beta.node_id: beta}
+    finished = threading.Event()
 
-    def remove_beta_mid_round() -> None:
-        while not removed.is_set():
+    def remove_each_mid_round() -> None:
+        while doomed and not finished.is_set():
             in_flight = getattr(getattr(runner, "fleet", None), "in_flight", {})
-            if any(token[0] == "beta" for token, _ in list(in_flight.values())):
-                cluster.remove_node(beta, allow_graceful=False)
-                removed.set()
+            for _, node in list(in_flight.values()):
+                if node.node_id in doomed:
+                    cluster.remove_node(doomed.pop(node.node_id), allow_graceful=False)
             time.sleep(0.05)
 
-    watcher = threading.Thread(target=remove_beta_mid_round, daemon=True)
+    watcher = threading.Thread(target=remove_each_mid_round, daemon=True)
     watcher.start()
     try:
         runner.run()
     finally:
-        removed.set()
+        finished.set()
     rows = read_rows([tmp_path / "fleet.jsonl"])
     alpha = [r for r in rows if r["hardware"] == "alpha"]
     lost = [r for r in rows if r["hardware"] == "beta"]
-    assert alpha and all(r["status"] == "ok" for r in alpha)
+    assert not doomed, "a node never ran a round"
+    assert [node for node, _, _ in runner.requeued if node.endswith(f"({alpha_two.node_id[:8]})")]
+    assert alpha and all(r["status"] == "ok" for r in alpha), [r["reason"] for r in alpha]
     assert lost and all(r["status"] == "error" and "lost" in r["reason"] for r in lost), [r["reason"] for r in lost]
 
 

@@ -51,6 +51,7 @@ class FleetRunner(Runner):
         super().__init__(*args, **kwargs)
         self.cluster = cluster
         self.timeline: list[tuple[str, float, float]] = []  # (node, started, finished) of every round
+        self.requeued: list[tuple[str, str, int]] = []  # (lost node, variant, round) handed to another node
 
     def run(self) -> list[CellRow]:
         if self.suite.scenarios:
@@ -210,6 +211,7 @@ class FleetRunner(Runner):
         if finished.lost and self.fleet.nodes_of(lane.name):
             log.warning("%s; %s round %d goes to another node", finished.failure, item.variant.name, round_index + 1)
             lane.queue.appendleft((round_index, item))
+            self.requeued.append((finished.node.short, item.variant.name, round_index))
             return
         outcome, load_avg = self._read(finished)
         outcome = dataclasses.replace(outcome, notes={**outcome.notes, "node": finished.node.short})
