@@ -12,6 +12,7 @@ import numpy as np
 
 from harness.fleet.nodes import FleetError
 from harness.measure.execute import CellTimes, VariantOutcome
+from harness.run.journal import times_record
 
 # an outcome holds every timed call of a variant's cells and its logits over the eval split: a few MB
 MAX_ANSWER_BYTES = 256 * 2**20
@@ -24,7 +25,7 @@ def encode_outcome(outcome: VariantOutcome, environment: Mapping[str, Any]) -> s
         {
             "status": outcome.status,
             "reason": outcome.reason,
-            "cells": [[list(cell), _cell_json(times)] for cell, times in outcome.cells.items()],
+            "cells": [[list(cell), times_record(times)] for cell, times in outcome.cells.items()],
             "scores": {label: np.asarray(logits, dtype=float).tolist() for label, logits in outcome.scores.items()},
             "memory": dict(outcome.memory),
             "phases": dict(outcome.phases),
@@ -35,15 +36,6 @@ def encode_outcome(outcome: VariantOutcome, environment: Mapping[str, Any]) -> s
         allow_nan=False,
         default=str,
     )
-
-
-def _cell_json(times: CellTimes) -> dict[str, Any]:
-    return {
-        "passes": [list(one) for one in times.passes],
-        "count": times.count,
-        "error": times.error,
-        "peak_rss_mb": times.peak_rss_mb,
-    }
 
 
 def decode_outcome(text: str | bytes) -> tuple[VariantOutcome, dict[str, Any]]:
@@ -88,7 +80,7 @@ def _cell(entry: Any, index: int) -> tuple[tuple[str, ...], CellTimes]:
     )
     count = _typed(times.get("count", 0), int, f"{where}.count")
     error = _optional(times.get("error"), str, f"{where}.error")
-    return cell, CellTimes(passes, count, error, _optional_number(times.get("peak_rss_mb"), f"{where}.peak_rss_mb"))
+    return cell, CellTimes(passes, count, error, _optional_number(times.get("peak"), f"{where}.peak"))
 
 
 def _logits(value: Any, label: str) -> np.ndarray:

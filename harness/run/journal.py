@@ -46,7 +46,7 @@ class RoundJournal:
             memory=dict(outcome.memory),
             scores={label: np.asarray(v).tolist() for label, v in outcome.scores.items()},
             score_errors=dict(outcome.score_errors),
-            cells=[{"cell": list(cell), **_times(t)} for cell, t in outcome.cells.items()],
+            cells=[{"cell": list(cell), **times_record(t)} for cell, t in outcome.cells.items()],
             notes=dict(outcome.notes),
         )
         _cut_torn_tail(self.path)
@@ -68,7 +68,8 @@ def _cut_torn_tail(path: Path) -> None:
                 handle.truncate(data.rfind(b"\n") + 1)
 
 
-def _times(times: CellTimes) -> dict[str, Any]:
+def times_record(times: CellTimes) -> dict[str, Any]:
+    """A cell's times as JSON-able data (the journal's records and a fleet worker's answers)."""
     return {
         "passes": [list(p) for p in times.passes],
         "count": times.count,
