@@ -20,7 +20,6 @@ from harness.fleet.nodes import FleetError, Node
 from harness.measure.execute import VariantOutcome
 from harness.results.rows import CellRow, ResultsWriter, cell_key, read_rows
 from harness.run.exports import Ready
-from harness.run.journal import RoundJournal
 from harness.run.runner import Runner, set_aside
 from harness.run.schedule import CellProgress, schedule
 from harness.suite_fleet import ClusterConfig
@@ -99,9 +98,7 @@ class FleetRunner(Runner):
     def _resume(self) -> set[tuple[str, ...]]:
         """Finished cells of each lane on the same machine and suite are kept; rows of anything else
         are moved aside. Every cell is planned; each lane skips its own finished ones."""
-        path = self.results_path
-        self.journal = RoundJournal(path.with_suffix(".journal"), self.run_info["suite_hash"], "fleet")
-        self.journal.remove()  # rounds in flight on other machines are not replayed: they run again
+        path = self.results_path  # no round journal: rounds in flight when a fleet run stopped run again
         if path.is_file() and path.stat().st_size:
             rows = read_rows([path])
             mine = [row for row in rows if self._lane_row(row)]
