@@ -178,9 +178,10 @@ def _run(args: argparse.Namespace) -> int:
     exporters, backends = _registries()
     suite = load_suite(args.suite, exporters, backends)
     reachable = suite.task.source != "local" and hub_reachable()
-    preflight(suite, str(args.suite), reachable, out_dir=args.out, registries=(exporters, backends))
-    out_dir = args.out or Path(suite.output.dir)
     cluster = args.cluster or (suite.cluster.address if suite.cluster else None)
+    registries = (exporters, backends)
+    preflight(suite, str(args.suite), reachable, out_dir=args.out, registries=registries, fleet=bool(cluster))
+    out_dir = args.out or Path(suite.output.dir)
     hardware = "fleet" if cluster else _hardware(suite.devices)
     results_path, report_path = _output_paths(out_dir, suite.output_name(hardware))
     options = {"progress": not args.no_progress, "fresh": args.fresh}

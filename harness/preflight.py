@@ -41,12 +41,14 @@ def preflight(
     *,
     out_dir: Path | None = None,
     registries: tuple[Any, Any] | None = None,
+    fleet: bool = False,
 ) -> None:
     """Raise every problem found with what the suite points at: a ``SuiteError``, or ``SuiteErrors``
     when there are several (each check stops at its own first problem; the checks are independent).
 
     ``out_dir`` is the run's output folder when ``--out`` overrides ``output.dir`` (which is then
     not checked); ``registries`` are the (exporters, backends) registries, discovered when omitted.
+    ``fleet``: the cells run on a cluster's machines, which judge their own devices once probed.
     """
     problems: list[SuiteError] = []
     facts = _model_facts(suite, file, problems)
@@ -55,7 +57,7 @@ def preflight(
         lambda: _check_architectures(suite, file, facts),
         lambda: _check_positions(suite, file, facts),
         lambda: _check_task(suite, file, hub_reachable, facts, registries),
-        lambda: _check_baseline(suite, file, registries),
+        lambda: _check_baseline(suite, file, registries, fleet),
         lambda: _check_output(suite, file, out_dir),
     )
     for check in checks:
@@ -268,9 +270,10 @@ def _check_label_range(
             )
 
 
-def _check_baseline(suite: Suite, file: str, registries: tuple[Any, Any] | None) -> None:
+def _check_baseline(suite: Suite, file: str, registries: tuple[Any, Any] | None, fleet: bool = False) -> None:
     """The baseline cell must be runnable: every other cell is judged relative to it."""
     from harness.registry import BrokenAdapter, backends
+    from harness.run.plan import local_reason
 
     exporter_registry, backend_registry = _exporters(registries), (registries[1] if registries else backends())
     entry = next((e for e in suite.exporters if e.display_name == suite.baseline.exporter), None)
@@ -279,7 +282,8 @@ def _check_baseline(suite: Suite, file: str, registries: tuple[Any, Any] | None)
     backend = backend_registry.entries().get(backend_entry.name) if backend_entry else None
     if entry is None or exporter is None or backend_entry is None or backend is None:
         return  # an unknown name is reported by the suite schema
-    for kind, name, adapter in (("exporter", entry.name, exporter), ("backend", backend_entry.name, backend)):
+    checked = (("exporter", entry.name, exporter), ("backend", backend_entry.name, backend))
+    for kind, name, adapter in checked[:1] if fleet else checked:  # a fleet's backends are on its machines
         reason = adapter.reason if isinstance(adapter, BrokenAdapter) else adapter.unavailable_reason()
         if reason:
             raise SuiteError(file, f"baseline.{kind}", f"the baseline {kind} '{name}' is unavailable: {reason}")
@@ -291,15 +295,13 @@ def _check_baseline(suite: Suite, file: str, registries: tuple[Any, Any] | None)
             f"backend '{backend.name}' cannot load the '{artifact_format}' format of exporter '{entry.name}' "
             f"(it loads {', '.join(sorted(backend.formats))})",
         )
+    if fleet:
+        return
     reasons = []
-    options = backend.Options.model_validate(backend_entry.options)
     for device in sorted(suite.devices, key=lambda d: d != "cpu"):  # cpu first: cuda checks import torch
         cell = {"model": suite.baseline_model, "exporter": entry.display_name, "backend": backend_entry.display_name}
-        reason = (
-            ("excluded by the suite" if suite.excluded({**cell, "device": device}) else None)
-            or backend.unavailable_reason(device)
-            or backend.cell_unavailable_reason(artifact_format, device)
-            or backend.options_unavailable_reason(options, device)
+        reason = ("excluded by the suite" if suite.excluded({**cell, "device": device}) else None) or local_reason(
+            backend, backend_entry.options, artifact_format, device
         )
         if reason is None:
             return

@@ -21,18 +21,30 @@ from harness.results.rows import read_rows
 from harness.suite import parse_suite
 
 SLOT = "harness-slot"
+TIMING = {"rounds": 2, "seconds_per_cell": 0.02, "single_inputs": 6, "peak_gemm_size": 128}
+
+
+def own_cache(folder: Path) -> dict[str, dict[str, str]]:
+    """A node's own artifact cache, as on a host of its own (its processes get the variable)."""
+    return {"env_vars": {"HARNESS_FLEET_CACHE": str(folder)}}
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def node_caches(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("node-caches")
+    return {name: root / name for name in ("alpha", "beta", "alpha-two")}
+
+
+@pytest.fixture(scope="module")
+def cluster(node_caches):
     import ray  # a dependency: a missing Ray fails here rather than skipping the fleet's tests
     from ray.cluster_utils import Cluster
 
-    machines = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "resources": {SLOT: 1, "bench-a": 1}, "labels": {"machine": "alpha"}},
+    alpha = {"num_cpus": 1, "resources": {SLOT: 1, "bench-a": 1}, "labels": {"machine": "alpha"}}
+    machines = Cluster(initialize_head=True, head_node_args={**alpha, **own_cache(node_caches["alpha"])})
+    machines.add_node(
+        num_cpus=1, resources={SLOT: 1, "bench-b": 1}, labels={"machine": "beta"}, **own_cache(node_caches["beta"])
     )
-    machines.add_node(num_cpus=1, resources={SLOT: 1, "bench-b": 1}, labels={"machine": "beta"})
     machines.wait_for_nodes()
     ray.init(address=machines.address, namespace="harness-tests", log_to_driver=False)
     yield machines
@@ -51,7 +63,7 @@ def fleet_suite(tmp_path: Path, cache_dir: Path, **changes: Any):
         "devices": ["cpu"],
         "shapes": {"batch_sizes": [1], "seq_lens": ["dynamic"]},
         "threads": 1,
-        "timing": {"rounds": 2, "seconds_per_cell": 0.02, "single_inputs": 6, "peak_gemm_size": 128},
+        "timing": TIMING,
         "hardware": [
             {"name": "alpha", "resources": {"bench-a": 1}},
             {"name": "beta", "labels": {"machine": "beta"}},
@@ -83,14 +95,14 @@ def run_fleet(suite, results: Path, address: str, fresh: bool = False):
 def first_run(cluster, tmp_path_factory, cache_dir):
     """One fleet run of the tiny suite (two rounds) that several tests read; a Ray run costs seconds."""
     work = tmp_path_factory.mktemp("fleet")
-    suite = fleet_suite(work, cache_dir)
+    suite = fleet_suite(work, cache_dir, devices=["cpu", "cuda"])  # CUDA: n/a on each node, for its reason
     runner = run_fleet(suite, work / "fleet.jsonl", cluster.address)
     return suite, runner, work / "fleet.jsonl"
 
 
 def test_cells_run_on_their_own_machines_into_one_file(first_run) -> None:
     _, runner, results = first_run
-    rows = read_rows([results])
+    rows = [row for row in read_rows([results]) if row["device"] == "cpu"]
     assert sorted((r["hardware"], r["exporter"]) for r in rows) == [
         ("alpha", "eager-fp32"),
         ("alpha", "onnx-fp32"),
@@ -105,12 +117,47 @@ def test_cells_run_on_their_own_machines_into_one_file(first_run) -> None:
         assert row["run"]["hardware"] == row["hardware"] and row["run"]["machine_peak"]
 
 
+def test_each_machine_says_why_it_cannot_run_a_cell(first_run) -> None:
+    """No node here has CUDA: every CUDA cell is n/a on each machine with the reason its node gave,
+    the same reason a local run on this host gives."""
+    from harness.run.plan import local_reason
+
+    _, runner, results = first_run
+    cuda = [row for row in read_rows([results]) if row["device"] == "cuda"]
+    assert sorted((r["hardware"], r["exporter"]) for r in cuda) == [
+        ("alpha", "eager-fp32"),
+        ("alpha", "onnx-fp32"),
+        ("beta", "eager-fp32"),
+        ("beta", "onnx-fp32"),
+    ]
+    formats = {"eager-fp32": "transformers", "onnx-fp32": "onnx"}
+    for row in cuda:
+        here = local_reason(backends().get(row["backend"]), {}, formats[row["exporter"]], "cuda")
+        assert row["status"] == "n/a" and "CUDA" in here and row["reason"] == here, row["reason"]
+        assert row["run"]["hardware"] == row["hardware"]
+
+
+def test_each_node_unpacks_the_artifacts_into_its_own_cache(first_run, node_caches, cache_dir) -> None:
+    """The nodes' caches are separate folders, as on separate hosts: each received both variants'
+    artifacts by content key, and each entry it holds is the driver's, checked by its content hash."""
+    from harness.cache import COMPLETE_MARKER
+
+    for name in ("alpha", "beta"):
+        entries = sorted(marker.parent for marker in node_caches[name].glob(f"*/*/{COMPLETE_MARKER}"))
+        assert len(entries) == 2, entries
+        for entry in entries:
+            driver = cache_dir / entry.parent.name / entry.name / COMPLETE_MARKER
+            recorded = json.loads((entry / COMPLETE_MARKER).read_text(encoding="utf-8"))["content_hash"]
+            assert recorded == json.loads(driver.read_text(encoding="utf-8"))["content_hash"]
+
+
 def test_the_merged_report_pairs_within_each_machine_and_compares_across(first_run) -> None:
     from harness.results.report import render_report, report_frame
 
     frame = report_frame(read_rows([first_run[2]]))
     assert set(frame["hardware"]) == {"alpha", "beta"}
-    assert (frame[frame["exporter"] == "eager-fp32"]["speedup"] == 1.0).all()  # each machine's own baseline
+    baseline = frame[(frame["exporter"] == "eager-fp32") & (frame["device"] == "cpu")]
+    assert len(baseline) == 2 and (baseline["speedup"] == 1.0).all()  # each machine's own baseline
     report = render_report(frame)
     assert "## Across machines" in report and "p50 (ms) alpha" in report and "beta / alpha" in report
     summary = report[report.index("## Summary") : report.index("## Runs")]
@@ -131,14 +178,14 @@ def test_a_resumed_fleet_run_skips_finished_cells(first_run, cluster, tmp_path) 
     suite, _, done = first_run
     results = tmp_path / "fleet.jsonl"
     lines = done.read_text(encoding="utf-8").splitlines()
-    results.write_text("\n".join(line for line in lines if json.loads(line)["hardware"] == "alpha") + "\n")
+    alpha = [line for line in lines if json.loads(line)["hardware"] == "alpha"]
+    results.write_text("\n".join(alpha) + "\n")
     runner = run_fleet(suite, results, cluster.address)  # as if killed before beta's rows were written
     rows = read_rows([results])
-    assert len(rows) == 4 and len(runner.timeline) == 2 * 2  # only beta's two variants ran, two rounds each
+    assert len(rows) == 8 and len(runner.timeline) == 2 * 2  # only beta's two variants ran, two rounds each
     assert len({r["run"]["run_id"] for r in rows}) == 1  # one run, resumed
-    assert [json.loads(line) for line in results.read_text().splitlines()[:2]] == [
-        json.loads(x) for x in lines if json.loads(x)["hardware"] == "alpha"
-    ]
+    assert sorted((r["hardware"], r["device"], r["status"]) for r in rows).count(("beta", "cuda", "n/a")) == 2
+    assert results.read_text().splitlines()[: len(alpha)] == alpha
 
 
 def test_a_selector_that_matches_no_node_stops_the_run_before_it_starts(cluster, tmp_path, cache_dir) -> None:
@@ -148,16 +195,61 @@ def test_a_selector_that_matches_no_node_stops_the_run_before_it_starts(cluster,
     assert not (tmp_path / "fleet.jsonl").exists()
 
 
-def test_a_lost_node_hands_its_round_on_or_errors_naming_the_loss(cluster, tmp_path, cache_dir) -> None:
+def test_a_machine_without_a_runtime_leaves_its_cells_to_the_others(cluster, tmp_path, cache_dir) -> None:
+    """Beta answers its probe as a host without onnxruntime would: the ONNX variant runs on alpha
+    only, and beta's ONNX cells are n/a rows with beta's reason, while both machines run eager."""
+    from harness.fleet.runner import FleetRunner, cluster_config
+
+    missing = "python package 'onnxruntime' is not installed"
+
+    class BetaWithoutOnnxRuntime(FleetRunner):
+        def _probe_lanes(self):
+            lanes = super()._probe_lanes()
+            verdicts = self.availability.lanes["beta"]
+            for key in verdicts:
+                if key[0] == "onnxruntime":
+                    verdicts[key] = missing
+            return lanes
+
+    suite = fleet_suite(tmp_path, cache_dir, timing={**TIMING, "rounds": 1})
+    runner = BetaWithoutOnnxRuntime(
+        suite,
+        exporters(),
+        backends(),
+        tmp_path / "fleet.jsonl",
+        "fleet.yaml",
+        progress=False,
+        cluster=cluster_config(suite, cluster.address),
+    )
+    runner.run()
+    rows = {(r["hardware"], r["exporter"]): r for r in read_rows([tmp_path / "fleet.jsonl"])}
+    assert sorted(rows) == [
+        ("alpha", "eager-fp32"),
+        ("alpha", "onnx-fp32"),
+        ("beta", "eager-fp32"),
+        ("beta", "onnx-fp32"),
+    ]
+    assert rows["beta", "onnx-fp32"]["status"] == "n/a" and rows["beta", "onnx-fp32"]["reason"] == missing
+    assert all(rows[key]["status"] == "ok" for key in rows if key != ("beta", "onnx-fp32"))
+    beta_nodes = {node.short for node in runner.lanes["beta"].nodes}
+    assert len(runner.timeline) == 3 and sum(node in beta_nodes for node, _, _ in runner.timeline) == 1
+
+
+def test_a_lost_node_hands_its_round_on_or_errors_naming_the_loss(cluster, node_caches, tmp_path, cache_dir) -> None:
     """A second node joins the first machine; then that node and the second machine's only node are
     removed while each runs a round. The first machine's round goes to its other node and its cells
     end ok; the second machine has no node left, so its cells are error rows that say the node was
     lost. (Runs last: the cluster has one node after it.)"""
     from harness.fleet.runner import FleetRunner, cluster_config
 
-    alpha_two = cluster.add_node(num_cpus=1, resources={SLOT: 1, "bench-a": 1}, labels={"machine": "alpha"})
+    alpha_two = cluster.add_node(
+        num_cpus=1,
+        resources={SLOT: 1, "bench-a": 1},
+        labels={"machine": "alpha"},
+        **own_cache(node_caches["alpha-two"]),
+    )
     cluster.wait_for_nodes()
-    suite = fleet_suite(tmp_path, cache_dir, timing={"rounds": 2, "seconds_per_cell": 0.5, "single_inputs": 6})
+    suite = fleet_suite(tmp_path, cache_dir, timing={**TIMING, "seconds_per_cell": 0.5})
     runner = FleetRunner(
         suite,
         exporters(),

@@ -63,6 +63,34 @@ def decode_outcome(text: str | bytes) -> tuple[VariantOutcome, dict[str, Any]]:
     return outcome, _field(raw, "environment")
 
 
+def decode_probe(text: str | bytes, kinds: int) -> dict[str, Any]:
+    """Parse and check a node's probe answer: its environment, its GEMM peaks (positive GFLOP/s per
+    precision) and one verdict (a reason, or null) for each of the ``kinds`` of cell it was asked about."""
+    try:
+        raw = _typed(json.loads(text, parse_constant=_no_constant), dict, "probe")
+    except ValueError as error:
+        raise FleetError(f"a node's probe answer is not valid JSON: {error}") from None
+    peaks = {}
+    for precision, peak in _field(raw, "peaks").items():
+        where = f"peaks.{precision}"
+        entry = _typed(peak, dict, where)
+        gflops = _number(entry.get("gflops"), f"{where}.gflops")
+        if gflops <= 0:
+            raise FleetError(f"a worker's answer has a peak of {gflops} GFLOP/s at {where}")
+        runtimes = _typed(entry.get("by_runtime", {}), dict, f"{where}.by_runtime")
+        peaks[precision] = {
+            "gflops": gflops,
+            "source": _typed(entry.get("source"), str, f"{where}.source"),
+            "by_runtime": {k: _number(v, f"{where}.by_runtime.{k}") for k, v in runtimes.items()},
+            "method": _typed(entry.get("method"), str, f"{where}.method"),
+        }
+    verdicts = _typed(raw.get("availability"), list, "availability")
+    if len(verdicts) != kinds:
+        raise FleetError(f"a worker's answer judges {len(verdicts)} kinds of cell, not the {kinds} it was asked")
+    availability = [_optional(v, str, f"availability[{i}]") for i, v in enumerate(verdicts)]
+    return {"environment": _field(raw, "environment"), "peaks": peaks, "availability": availability}
+
+
 def _field(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return _typed(raw.get(name, {}), dict, name)
 

@@ -8,7 +8,6 @@ cell beside it either. Answers come back as JSON text (``harness.fleet.codec``).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -62,16 +61,14 @@ class Fleet:
             self.blobs[key] = self.ray.put(blob_factory())
         return self.blobs[key]
 
-    def probe(self, node: Node, threads: int, versions: dict[str, str], backends: list[str], size: int) -> dict:
-        """The node's environment and GEMM peaks (run on the node, holding its slot)."""
+    def probe(self, node: Node, *args: Any) -> str:
+        """The node's answer to ``probe_node(*args)``, run on the node while it holds its slot."""
         from harness.fleet.worker import probe_node
 
-        task = self._remote(probe_node, node).remote(threads, versions, backends, size)
         try:
-            answer = self.ray.get(task)
+            return self.ray.get(self._remote(probe_node, node).remote(*args))
         except Exception as error:
             raise FleetError(f"probing node {node.short} failed: {type(error).__name__}: {error}") from error
-        return json.loads(answer, parse_constant=_no_constant)
 
     def submit(self, node: Node, token: Any, function: Any, *args: Any) -> None:
         """Run ``function(*args)`` on ``node``; ``wait`` hands back ``token`` with its answer."""
@@ -121,7 +118,3 @@ class Fleet:
         for reference in list(self.in_flight):
             self.ray.cancel(reference, force=True)
         self.in_flight.clear()
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")

@@ -10,16 +10,20 @@ import dataclasses
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from harness.environment import environment_fingerprint
 from harness.errors import HarnessError
 from harness.fleet.artifacts import pack, reference
-from harness.fleet.codec import decode_outcome
+from harness.fleet.availability import NOWHERE, FleetAvailability, cell_kinds
+from harness.fleet.codec import decode_outcome, decode_probe
 from harness.fleet.nodes import FleetError, Node
 from harness.measure.execute import VariantOutcome
+from harness.results.build import failed_row
 from harness.results.rows import CellRow, ResultsWriter, cell_key, read_rows
 from harness.run.exports import Ready
+from harness.run.plan import Plan, plan_cells
 from harness.run.runner import Runner, set_aside
 from harness.run.schedule import CellProgress, schedule
 from harness.suite_fleet import ClusterConfig
@@ -69,23 +73,75 @@ class FleetRunner(Runner):
             self.fleet.close()
 
     def _probe_lanes(self) -> dict[str, Lane]:
-        """Each lane's machine: environment and peaks from its first node (a lane's nodes are one kind)."""
-        lanes = {}
+        """Each lane's machine: environment, peaks and which cells it can run, from its first node
+        (a lane's nodes are one kind of machine)."""
+        lanes, verdicts = {}, {}
+        kinds = cell_kinds(self.suite, self.exporters, self.backends)
         versions = self._adapter_versions()
         names = [entry.name for entry in self.suite.backends]
+        questions = [kind.to_json() for kind in kinds]
         for selector in self.suite.hardware:
             nodes = self.fleet.nodes_of(selector.name)
             if not nodes:
                 continue
             log.info("hardware %s: %d node(s), probing %s", selector.name, len(nodes), nodes[0].short)
-            probed = self.fleet.probe(nodes[0], self.suite.threads, versions, names, self.suite.timing.peak_gemm_size)
+            size = self.suite.timing.peak_gemm_size
+            answer = self.fleet.probe(nodes[0], self.suite.threads, versions, names, size, questions)
+            try:
+                probed = decode_probe(answer, len(kinds))
+            except FleetError as error:
+                raise FleetError(f"hardware {selector.name}, node {nodes[0].short}: {error}") from None
             environment, peaks = probed["environment"], probed["peaks"]
             machine = {"env": environment, "env_fingerprint": environment_fingerprint(environment)}
             machine.update(hardware=selector.name, nodes=[node.short for node in nodes], machine_peak=peaks)
             lanes[selector.name] = Lane(selector.name, nodes, machine, peaks)
+            verdicts[selector.name] = probed["availability"]
         if not lanes:
             raise FleetError("no hardware selector of the suite matches a live node: nothing would run")
+        self.availability = FleetAvailability(kinds, verdicts)
+        self._check_baselines(lanes)
         return lanes
+
+    def _check_baselines(self, lanes: dict[str, Lane]) -> None:
+        """Speedups are within a machine: each machine must run the baseline cell on some device."""
+        baseline = self.suite.baseline
+        artifact_format = self._formats[baseline.exporter]
+        cell = {"model": self.suite.baseline_model, "exporter": baseline.exporter, "backend": baseline.backend}
+        for lane in lanes:
+            reasons = {
+                device: ("excluded by the suite" if self.suite.excluded({**cell, "device": device}) else None)
+                or self.availability.reason(lane, baseline.backend, artifact_format, device)
+                for device in self.suite.devices
+            }
+            if all(reasons.values()):
+                why = "; ".join(f"{device}: {reason}" for device, reason in reasons.items())
+                raise FleetError(f"hardware {lane} cannot run the baseline cell, so none of its speedups exist ({why})")
+
+    @cached_property
+    def _formats(self) -> dict[str, str]:
+        """Each exporter entry's artifact format, by display name."""
+        return {e.display_name: self.exporters.get(e.name).format_for(e.options) for e in self.suite.exporters}
+
+    def _check_required_devices(self) -> None:
+        for device in self.suite.required_devices:
+            for entry in self.suite.backends:
+                if device not in self.backends.get(entry.name).devices:
+                    continue
+                reasons = self.availability.device_reasons(entry.display_name, device)
+                if reasons:
+                    why = "; ".join(f"{lane}: {reason}" for lane, reason in reasons.items())
+                    raise HarnessError(
+                        f"device '{device}' is required by the suite but no machine can use it with "
+                        f"{entry.display_name} ({why})"
+                    )
+
+    def _plan(self, done: Any = ()) -> Plan:
+        """Every cell some machine can run is planned (and exported); the others are ``n/a`` rows."""
+        return plan_cells(self.suite, self.exporters, self.backends, done, self.availability.plan_reason)
+
+    def _lane_reason(self, lane: Lane, names: dict[str, Any]) -> str | None:
+        artifact_format = self._formats.get(names["exporter"])
+        return self.availability.reason(lane.name, names["backend"], artifact_format, names["device"])
 
     # --- what the local runner does once, a fleet does per lane ---------------------------------
 
@@ -137,9 +193,11 @@ class FleetRunner(Runner):
         if row.hardware is not None:
             super()._emit(row, progress)
             return
-        for lane in self.lanes.values():  # a cell that runs nowhere is n/a on every machine
+        for lane in self.lanes.values():  # a cell that runs nowhere is n/a on every machine, for its reason
             if cell_key(row) not in lane.done:
-                super()._emit(dataclasses.replace(row, hardware=lane.name, run=lane.run_info), progress)
+                names = {"exporter": row.exporter, "backend": row.backend, "device": row.device}
+                reason = (self._lane_reason(lane, names) if row.reason == NOWHERE else None) or row.reason
+                super()._emit(dataclasses.replace(row, hardware=lane.name, run=lane.run_info, reason=reason), progress)
 
     # --- the rounds ---------------------------------------------------------------------------
 
@@ -159,9 +217,16 @@ class FleetRunner(Runner):
                 raise RuntimeError("fleet rounds are queued but none can start: a scheduling bug")
 
     def _for_lane(self, lane: Lane, item: Ready) -> Ready | None:
-        """The variant as this lane runs it: its unfinished shapes, its machine's peaks, its hardware."""
+        """The variant as this lane runs it: its unfinished shapes, its machine's peaks, its hardware;
+        None when it has nothing to run there (a machine that cannot run it gets ``n/a`` rows)."""
         shapes = tuple(s for s in item.variant.shapes if item.variant.cell(s) not in lane.done)
-        if not shapes:
+        reason = self._lane_reason(lane, item.variant.names())
+        if reason and shapes:
+            base = {**item.base, "hardware": lane.name}
+            self.unmeasured += [
+                failed_row({**item.variant.base(s), **base}, "n/a", reason, lane.run_info) for s in shapes
+            ]
+        if not shapes or reason:
             return None
         variant = dataclasses.replace(item.variant, shapes=shapes)
         context = dataclasses.replace(item.context, peaks=lane.peaks)

@@ -58,12 +58,16 @@ def _artifact(ref: ArtifactRef, blob_holder: Sequence[Any]) -> Any:
     return unpack(ray.get(blob_holder[0]), ref, cache)
 
 
-def probe_node(threads: int, versions: dict[str, str], backend_names: Sequence[str], size: int) -> str:
-    """This node's environment and GEMM peaks, as JSON text: each machine's rows are judged against
-    its own peak, measured by the same kernels as a local run's."""
+def probe_node(
+    threads: int, versions: dict[str, str], backend_names: Sequence[str], size: int, kinds: Sequence[dict[str, Any]]
+) -> str:
+    """This node's environment, GEMM peaks and verdict on each kind of cell, as JSON text: each
+    machine's rows are judged against its own peak, measured by the same kernels as a local run's,
+    and each machine decides which cells it can run (``harness.fleet.availability``)."""
     import json
 
     from harness.environment import collect_environment
+    from harness.fleet.availability import node_reasons
     from harness.measure.peak import measure_peaks
     from harness.registry import backends
 
@@ -74,4 +78,5 @@ def probe_node(threads: int, versions: dict[str, str], backend_names: Sequence[s
             kernels[backend.runtime] = backend.gemm_peak
     environment = collect_environment(threads, versions)
     peaks = measure_peaks(threads, kernels, repeats=10, sizes=(size // 2, size))
-    return json.dumps({"environment": environment, "peaks": peaks}, allow_nan=False, default=str)
+    answer = {"environment": environment, "peaks": peaks, "availability": node_reasons(kinds, backends())}
+    return json.dumps(answer, allow_nan=False, default=str)

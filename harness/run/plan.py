@@ -3,7 +3,7 @@ run here (an ``n/a`` row with its reason). Planning loads nothing and runs nothi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
@@ -13,6 +13,10 @@ from harness.results.rows import cell_key
 from harness.suite import BackendEntry, ExporterEntry, Suite
 
 NO_BACKEND = BackendEntry.model_construct(name="(none)", label=None, options={})
+
+# why a backend cannot run a format on a device: asked of this machine's adapters, unless a fleet's
+# machines answer instead
+BackendReason = Callable[[BackendEntry, str, str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,20 @@ def kept_shapes(suite: Suite, variant: Variant) -> list[Shape]:
     return [shape for shape in suite_shapes(suite) if not suite.excluded(variant.base(shape))]
 
 
-def plan_cells(suite: Suite, exporters: Registry, backends: Registry, done: Iterable[tuple[str, ...]] = ()) -> Plan:
+def plan_cells(
+    suite: Suite,
+    exporters: Registry,
+    backends: Registry,
+    done: Iterable[tuple[str, ...]] = (),
+    backend_reason: BackendReason | None = None,
+) -> Plan:
     """Cells already finished (``done``, from a resumed run) are counted but not planned again."""
     finished = set(done)
+
+    def here(entry: BackendEntry, artifact_format: str, device: str) -> str | None:
+        return local_reason(backends.get(entry.name), entry.options, artifact_format, device)
+
+    backend_reason = backend_reason or here
     plan = Plan()
     for model, entry in product(suite.models, suite.exporters):
         exporter = exporters.get(entry.name)
@@ -115,8 +130,9 @@ def plan_cells(suite: Suite, exporters: Registry, backends: Registry, done: Iter
             reason = f"no backend in the suite loads format '{artifact_format}'"
             targets = [(Variant(model.name, entry, NO_BACKEND, d, ()), reason) for d in suite.devices]
         else:
+            exporter_reason = exporter.unavailable_reason()
             targets = [
-                (Variant(model.name, entry, b, d, ()), _reason(exporter, artifact_format, backends.get(b.name), b, d))
+                (Variant(model.name, entry, b, d, ()), exporter_reason or backend_reason(b, artifact_format, d))
                 for b, d in product(compatible, suite.devices)
             ]
         for variant, reason in targets:
@@ -130,10 +146,11 @@ def plan_cells(suite: Suite, exporters: Registry, backends: Registry, done: Iter
     return plan
 
 
-def _reason(exporter: Any, artifact_format: str, backend: Any, entry: BackendEntry, device: str) -> str | None:
+def local_reason(backend: Any, options: Mapping[str, Any], artifact_format: str | None, device: str) -> str | None:
+    """Why this machine's ``backend`` cannot run ``artifact_format`` (None: any format) on ``device``
+    with these options."""
     return (
-        exporter.unavailable_reason()
-        or backend.unavailable_reason(device)
-        or backend.cell_unavailable_reason(artifact_format, device)
-        or backend.options_unavailable_reason(backend.Options.model_validate(entry.options), device)
+        backend.unavailable_reason(device)
+        or (backend.cell_unavailable_reason(artifact_format, device) if artifact_format else None)
+        or backend.options_unavailable_reason(backend.Options.model_validate(options), device)
     )

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ class Runner:
         env = collect_environment(suite.threads, self._adapter_versions())
         self.run_info.update(env=env, env_fingerprint=environment_fingerprint(env))
         done = self._resume()
-        plan = plan_cells(suite, self.exporters, self.backends, done)
+        plan = self._plan(done)
         self.run_info["machine_peak"] = self._measure_peaks()  # quiet machine: before training and cells
         eval_split = load_split(suite.task, suite.task.split, suite.task.max_samples, self.cache.root / "datasets")
         log.info("eval set: %d sentences from %s", len(eval_split.texts), eval_split.origin)
@@ -116,6 +116,9 @@ class Runner:
     def rows_of_this_run(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The latest row of each cell this run (or the run it resumed) wrote in ``rows``."""
         return rows_of_run(rows, self.run_info["suite_hash"], self.run_info["env_fingerprint"])
+
+    def _plan(self, done: Iterable[tuple[str, ...]] = ()) -> Plan:
+        return plan_cells(self.suite, self.exporters, self.backends, done)
 
     def _progress_bar(self, plan: Plan) -> tqdm:
         return tqdm(
@@ -248,7 +251,7 @@ class Runner:
         are cached); a variant planned in this run but not ready failed its export, which its rows say."""
         planned = {variant.name for variant in plan.variants}
         finished = []
-        for variant in plan_cells(self.suite, self.exporters, self.backends).variants:
+        for variant in self._plan().variants:
             if variant.name not in planned:
                 try:
                     finished.append(self._exported(variant, models[variant.model]))
