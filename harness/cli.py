@@ -170,8 +170,7 @@ def _versions(adapter: Any) -> str:
 def _run(args: argparse.Namespace) -> int:
     from harness.data.splits import hub_reachable
     from harness.preflight import preflight
-    from harness.results.rows import read_rows, rows_of_run
-    from harness.results.scenario_rows import scenario_key
+    from harness.results.rows import read_rows
     from harness.run.runner import Runner
     from harness.suite import load_suite
 
@@ -194,11 +193,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         runner = Runner(suite, exporters, backends, results_path, str(args.suite), **options)
     runner.run()
-    info = runner.run_info
     rows = runner.rows_of_this_run(read_rows([results_path]))
-    scenarios = rows_of_run(
-        read_rows([results_path], scenarios=True), info["suite_hash"], info["env_fingerprint"], key=scenario_key
-    )
+    scenarios = runner.scenario_rows_of_this_run(read_rows([results_path], scenarios=True))
     _write_report(rows, report_path, f"{suite.name}: benchmark report", [results_path], scenarios)
     ok = sum(r["status"] == "ok" for r in rows)
     failed = sum(r["status"] in ("error", "timeout") for r in rows)

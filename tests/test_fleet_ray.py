@@ -197,8 +197,11 @@ def test_a_selector_that_matches_no_node_stops_the_run_before_it_starts(cluster,
 
 def test_a_machine_without_a_runtime_leaves_its_cells_to_the_others(cluster, tmp_path, cache_dir) -> None:
     """Beta answers its probe as a host without onnxruntime would: the ONNX variant runs on alpha
-    only, and beta's ONNX cells are n/a rows with beta's reason, while both machines run eager."""
+    only, and beta's ONNX cells are n/a rows with beta's reason, while both machines run eager.
+    Each machine then serves what it ran under a LoadGen scenario; the logs come back beside the
+    results, and the report has a serving section per machine."""
     from harness.fleet.runner import FleetRunner, cluster_config
+    from harness.results.report import render_report
 
     missing = "python package 'onnxruntime' is not installed"
 
@@ -211,7 +214,8 @@ def test_a_machine_without_a_runtime_leaves_its_cells_to_the_others(cluster, tmp
                     verdicts[key] = missing
             return lanes
 
-    suite = fleet_suite(tmp_path, cache_dir, timing={**TIMING, "rounds": 1})
+    scenario = {"type": "single-stream", "min_duration_s": 0.3, "min_queries": 64}
+    suite = fleet_suite(tmp_path, cache_dir, timing={**TIMING, "rounds": 1}, scenarios=[scenario])
     runner = BetaWithoutOnnxRuntime(
         suite,
         exporters(),
@@ -233,6 +237,20 @@ def test_a_machine_without_a_runtime_leaves_its_cells_to_the_others(cluster, tmp
     assert all(rows[key]["status"] == "ok" for key in rows if key != ("beta", "onnx-fp32"))
     beta_nodes = {node.short for node in runner.lanes["beta"].nodes}
     assert len(runner.timeline) == 3 and sum(node in beta_nodes for node, _, _ in runner.timeline) == 1
+
+    served = runner.scenario_rows_of_this_run(read_rows([tmp_path / "fleet.jsonl"], scenarios=True))
+    assert sorted((r["hardware"], r["exporter"]) for r in served) == [
+        ("alpha", "eager-fp32"),
+        ("alpha", "onnx-fp32"),
+        ("beta", "eager-fp32"),
+    ]
+    for row in served:
+        assert row["status"] == "ok" and row["accuracy"] is not None, row["reason"]
+        assert row["run"]["hardware"] == row["hardware"] and row["hardware"] in row["log_dir"]
+        assert row["backend_notes"]["node"] in {node.short for node in runner.lanes[row["hardware"]].nodes}
+        assert (Path(row["log_dir"]) / "accuracy" / "mlperf_log_accuracy.json").is_file()
+    report = render_report(read_rows([tmp_path / "fleet.jsonl"]), scenarios=served)
+    assert "### alpha · cpu" in report and "### beta · cpu" in report
 
 
 def test_a_lost_node_hands_its_round_on_or_errors_naming_the_loss(cluster, node_caches, tmp_path, cache_dir) -> None:

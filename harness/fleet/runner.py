@@ -22,6 +22,7 @@ from harness.fleet.nodes import FleetError, Node
 from harness.measure.execute import VariantOutcome
 from harness.results.build import failed_row
 from harness.results.rows import CellRow, ResultsWriter, cell_key, read_rows
+from harness.results.scenario_rows import scenario_key
 from harness.run.exports import Ready
 from harness.run.plan import Plan, plan_cells
 from harness.run.runner import Runner, set_aside
@@ -57,8 +58,6 @@ class FleetRunner(Runner):
         self.requeued: list[tuple[str, str, int]] = []  # (lost node, variant, round) handed to another node
 
     def run(self) -> list[CellRow]:
-        if self.suite.scenarios:
-            raise HarnessError("serving scenarios do not run on a fleet: run the suite without --cluster for them")
         if not self.suite.hardware:
             raise HarnessError(
                 "--cluster needs the suite's `hardware:` selectors, which say which nodes are which machine"
@@ -139,7 +138,7 @@ class FleetRunner(Runner):
         """Every cell some machine can run is planned (and exported); the others are ``n/a`` rows."""
         return plan_cells(self.suite, self.exporters, self.backends, done, self.availability.plan_reason)
 
-    def _lane_reason(self, lane: Lane, names: dict[str, Any]) -> str | None:
+    def lane_reason(self, lane: Lane, names: dict[str, Any]) -> str | None:
         artifact_format = self._formats.get(names["exporter"])
         return self.availability.reason(lane.name, names["backend"], artifact_format, names["device"])
 
@@ -174,6 +173,10 @@ class FleetRunner(Runner):
         latest = {cell_key(row): row for row in rows if self._lane_row(row)}
         return list(latest.values())
 
+    def scenario_rows_of_this_run(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        latest = {scenario_key(row): row for row in rows if self._lane_row(row)}
+        return list(latest.values())
+
     def _lane_row(self, row: dict[str, Any]) -> bool:
         lane = self.lanes.get(row.get("hardware") or "")
         run = row.get("run", {})
@@ -196,7 +199,7 @@ class FleetRunner(Runner):
         for lane in self.lanes.values():  # a cell that runs nowhere is n/a on every machine, for its reason
             if cell_key(row) not in lane.done:
                 names = {"exporter": row.exporter, "backend": row.backend, "device": row.device}
-                reason = (self._lane_reason(lane, names) if row.reason == NOWHERE else None) or row.reason
+                reason = (self.lane_reason(lane, names) if row.reason == NOWHERE else None) or row.reason
                 super()._emit(dataclasses.replace(row, hardware=lane.name, run=lane.run_info, reason=reason), progress)
 
     # --- the rounds ---------------------------------------------------------------------------
@@ -220,7 +223,7 @@ class FleetRunner(Runner):
         """The variant as this lane runs it: its unfinished shapes, its machine's peaks, its hardware;
         None when it has nothing to run there (a machine that cannot run it gets ``n/a`` rows)."""
         shapes = tuple(s for s in item.variant.shapes if item.variant.cell(s) not in lane.done)
-        reason = self._lane_reason(lane, item.variant.names())
+        reason = self.lane_reason(lane, item.variant.names())
         if reason and shapes:
             base = {**item.base, "hardware": lane.name}
             self.unmeasured += [
@@ -315,6 +318,12 @@ class FleetRunner(Runner):
                 self._record(item, round_index, outcome, lane.progress, float("nan"))
                 self._close_round(lane, item, round_index)
         return bool(stranded)
+
+    def _run_scenarios(self, ready: list[Ready], texts: Any) -> None:
+        from harness.fleet.scenarios import FleetScenarios
+
+        self.bar.set_postfix_str("serving scenarios")
+        FleetScenarios(self, ready, tuple(texts), self.judging.labels).run()
 
     def _enter(self, lane: Lane) -> None:
         """Point the shared row-building state at this lane's (the loop is single-threaded)."""

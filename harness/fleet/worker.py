@@ -7,16 +7,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.adapters import missing_modules
 from harness.cache import ArtifactCache
 from harness.fleet.artifacts import ArtifactRef, cached, unpack
 from harness.fleet.codec import encode_outcome
 from harness.measure.execute import VariantJob, VariantOutcome, describe_error
 from harness.measure.isolation import run_isolated
+from harness.serve.execute import ScenarioJob
 
 # a node's own artifact cache, unless HARNESS_FLEET_CACHE names another folder
 DEFAULT_NODE_CACHE = "~/.cache/harness-fleet"
@@ -46,6 +49,38 @@ def run_variant_round(
     except Exception as error:  # e.g. the artifact could not be had here: this round is an error, not a crash
         outcome = VariantOutcome("error", f"on {socket.gethostname()}: {describe_error(error)}")
     return encode_outcome(outcome, {**environment, "finished": time.time()})
+
+
+def run_scenario_cell(
+    job: ScenarioJob,
+    refs: Sequence[ArtifactRef],
+    blob_holders: Sequence[Sequence[Any]],
+    timeout_s: float,
+    preload: Sequence[str],
+) -> str:
+    """One serving scenario cell on this node: the variant's artifact and its model's folder (for the
+    tokenizer) by content key, LoadGen's logs in a folder of its own, all sent back as text."""
+    from harness.fleet.scenario_codec import LOG_FOLDERS, encode_scenario
+    from harness.serve.execute import ScenarioOutcome, execute_scenario
+    from harness.serve.scenario import KEPT_LOGS
+
+    environment = {"hostname": socket.gethostname(), "load_avg_1m": os.getloadavg()[0], "started": time.time()}
+    logs: dict[str, str] = {}
+    missing = missing_modules("mlperf_loadgen")
+    if missing:
+        unavailable = ScenarioOutcome("n/a", f"LoadGen is unavailable on {socket.gethostname()}: {missing}")
+        return encode_scenario(unavailable, logs, {**environment, "finished": time.time()})
+    try:
+        artifact, model = (_artifact(ref, holder) for ref, holder in zip(refs, blob_holders, strict=True))
+        with tempfile.TemporaryDirectory(prefix="harness-loadgen-") as folder:
+            job = dataclasses.replace(job, artifact=artifact, tokenizer_path=model.path, log_dir=Path(folder))
+            outcome = run_isolated(job, timeout_s, preload, work=execute_scenario, failed=ScenarioOutcome)
+            for path in (Path(folder) / sub / name for sub in LOG_FOLDERS for name in KEPT_LOGS):
+                if path.is_file():
+                    logs[f"{path.parent.name}/{path.name}"] = path.read_text(encoding="utf-8", errors="replace")
+    except Exception as error:  # e.g. the artifact could not be had here: this cell is an error, not a crash
+        outcome = ScenarioOutcome("error", f"on {socket.gethostname()}: {describe_error(error)}")
+    return encode_scenario(outcome, logs, {**environment, "finished": time.time()})
 
 
 def _artifact(ref: ArtifactRef, blob_holder: Sequence[Any]) -> Any:

@@ -62,6 +62,8 @@ class ScenarioRow:
     versions: dict[str, str] | None = None
     adapter_options: dict[str, Any] | None = None
     backend_notes: dict[str, Any] | None = None
+    # the machine that served the cell, by the suite's hardware selector name (a fleet run only)
+    hardware: str | None = None
     run: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

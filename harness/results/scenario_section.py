@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.environment import machine_label
 from harness.errors import one_line
 from harness.results.rounds import per_input
 from harness.results.stats import PERCENTILE_METHOD
@@ -48,21 +49,34 @@ def _run_id(row: Mapping[str, Any]) -> Any:
     return (row.get("run") or {}).get("run_id")
 
 
+def machine(row: Mapping[str, Any]) -> str:
+    """A fleet's machine by its selector name; a local run's by its CPU or GPU, as the cell rows name it."""
+    name = row.get("hardware")
+    return name if isinstance(name, str) and name else machine_label((row.get("run") or {}).get("env") or {})
+
+
+def where(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each row's heading: its device, with its machine where the rows come from several."""
+    several = len({machine(r) for r in rows}) > 1
+    return [f"{machine(r)} · {r.get('device')}" if several else str(r.get("device")) for r in rows]
+
+
 def plain_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The latest row of each scenario cell of each run, with pandas' NaN back to None."""
     latest: dict[tuple, dict[str, Any]] = {}
     for row in rows:
         plain = {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
-        key = (_run_id(plain), *(str(plain.get(k)) for k in (*VARIANT, "device", "batch_size", "scenario")))
+        cell = (str(plain.get(k)) for k in (*VARIANT, "device", "batch_size", "scenario"))
+        key = (_run_id(plain), machine(plain), *cell)
         latest[key] = plain
     return list(latest.values())
 
 
 def _timed_cells(cells: Sequence[Mapping[str, Any]]) -> dict[tuple, Mapping[str, Any]]:
-    """The run's timed cells at dynamic length, by run, variant, device and batch size: a scenario is
-    compared with its own run's cells, never another machine's."""
+    """The run's timed cells at dynamic length, by run, machine, variant, device and batch size: a
+    scenario is compared with its own run's cells on its own machine."""
     return {
-        (_run_id(c), _variant(c), c.get("device"), c.get("batch_size")): c
+        (_run_id(c), machine(c), _variant(c), c.get("device"), c.get("batch_size")): c
         for c in cells
         if c.get("status") == "ok" and c.get("seq_len") == "dynamic"
     }
@@ -75,20 +89,21 @@ def summary_rows(scenarios: Sequence[Mapping[str, Any]], cells: Sequence[Mapping
     table: dict[tuple, dict[str, Any]] = {}
     for row in plain_rows(scenarios):
         kind = row["scenario_type"]
-        key = (_run_id(row), row.get("device"), _variant(row), row.get("tokenize"))
+        key = (_run_id(row), machine(row), row.get("device"), _variant(row), row.get("tokenize"))
         while kind in table.get(key, {}):
             key = (*key, row.get("scenario"))
-        entry = table.setdefault(key, {"device": key[1], "variant": key[2], "tokenize": key[3], "accuracy": {}})
+        entry = table.setdefault(key, {"device": key[2], "variant": key[3], "tokenize": key[4], "accuracy": {}})
+        timed_key = (*key[:2], key[3], key[2])  # run, machine, variant, device
         if row.get("status") != "ok":
             entry[kind] = f"{row.get('status')}"
             continue
         entry[kind] = row.get("result")
         entry["accuracy"][kind] = row.get("accuracy")
         if kind == "single-stream":
-            cell = timed.get((key[0], key[2], key[1], 1))
+            cell = timed.get((*timed_key, 1))
             entry["timed_p90"] = timed_p90(cell) if cell else None
         elif kind == "offline":
-            cell = timed.get((key[0], key[2], key[1], row.get("batch_size")))
+            cell = timed.get((*timed_key, row.get("batch_size")))
             entry["timed_throughput"] = cell.get("throughput_per_s") if cell else None
             entry["offline_batch"] = row.get("batch_size")
         elif kind == "server":
@@ -208,7 +223,8 @@ def scenario_section(
         return ""
     parts = ["## Serving scenarios (MLPerf LoadGen)", NOTE]
     frame = pd.DataFrame(plain_rows(scenarios))
-    for device, group in frame.groupby("device", sort=False):
+    frame["where"] = where(frame.to_dict("records"))
+    for device, group in frame.groupby("where", sort=False):
         rows = plain_rows(group.to_dict("records"))
         parts.append(f"### {one_line(str(device), 60)}")
         parts.append(_summary_table(summary_rows(rows, cells)))
@@ -246,7 +262,8 @@ def scenario_figures(scenarios: Sequence[Mapping[str, Any]], out_dir: Path, stem
     frame = pd.DataFrame(plain_rows(scenarios))
     if frame.empty:
         return figures
-    for index, (device, group) in enumerate(frame.groupby("device", sort=False)):
+    frame["where"] = where(frame.to_dict("records"))
+    for index, (device, group) in enumerate(frame.groupby("where", sort=False)):
         rows = plain_rows(group.to_dict("records"))
         curves = latency_curves(rows)
         if not curves:

@@ -32,6 +32,7 @@ from harness.models.pipeline import ModelPipeline
 from harness.registry import Registry
 from harness.results.build import Scored, failed_row, ok_row, round_matrix_ms
 from harness.results.rows import CellRow, ResultsWriter, cell_key, read_rows, rows_of_run
+from harness.results.scenario_rows import scenario_key
 from harness.run.exports import Judging, Ready, export_variant
 from harness.run.journal import RoundJournal
 from harness.run.models import PreparedModel, accuracy_shape, prepare_model
@@ -116,6 +117,11 @@ class Runner:
     def rows_of_this_run(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The latest row of each cell this run (or the run it resumed) wrote in ``rows``."""
         return rows_of_run(rows, self.run_info["suite_hash"], self.run_info["env_fingerprint"])
+
+    def scenario_rows_of_this_run(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The latest row of each scenario cell this run (or the run it resumed) wrote in ``rows``."""
+        info = self.run_info
+        return rows_of_run(rows, info["suite_hash"], info["env_fingerprint"], key=scenario_key)
 
     def _plan(self, done: Iterable[tuple[str, ...]] = ()) -> Plan:
         return plan_cells(self.suite, self.exporters, self.backends, done)

@@ -31,6 +31,8 @@ PRELOAD = ("mlperf_loadgen", "transformers", "harness.serve.execute", "harness.s
 
 
 class ScenarioCells:
+    """The scenario cells of one machine: a local run's, or one machine's of a fleet (``hardware``)."""
+
     def __init__(
         self,
         suite: Suite,
@@ -40,6 +42,7 @@ class ScenarioCells:
         texts: tuple[str, ...],
         labels: np.ndarray,
         progress: bool = True,
+        hardware: str | None = None,
     ) -> None:
         self.suite = suite
         self.backends = backends
@@ -48,6 +51,7 @@ class ScenarioCells:
         self.texts = texts
         self.labels = labels
         self.progress = progress
+        self.hardware = hardware
         self.log_root = self.results_path.with_name(self.results_path.stem + "-loadgen")
 
     def finished(self) -> set[tuple[str, ...]]:
@@ -57,41 +61,40 @@ class ScenarioCells:
         mine = rows_of_run(rows, self.run_info["suite_hash"], self.run_info["env_fingerprint"], key=scenario_key)
         return {scenario_key(r) for r in mine if r["status"] in ("ok", "n/a")}
 
-    def run(self, ready: list[Ready], scores: Mapping[str, Mapping[str, np.ndarray]]) -> list[ScenarioRow]:
-        done, writer, rows = self.finished(), ResultsWriter(self.results_path), []
-        todo = [(item, s) for item in ready for s in self.suite.scenarios]
-        todo = [(item, s) for item, s in todo if self._key(item, s) not in done]
+    def todo(self, ready: list[Ready]) -> list[tuple[Ready, Any]]:
+        """Every variant under every scenario, less the cells a resumed run finished."""
+        done = self.finished()
         if done:
             log.info("resuming: %d finished scenario cells kept from %s", len(done), self.results_path)
-        bar = tqdm(todo, desc="scenarios", unit="cell", disable=not self.progress)
+        cells = [(item, s) for item in ready for s in self.suite.scenarios]
+        return [(item, s) for item, s in cells if self._key(item, s) not in done]
+
+    def run(self, ready: list[Ready], scores: Mapping[str, Mapping[str, np.ndarray]]) -> list[ScenarioRow]:
+        writer, rows = ResultsWriter(self.results_path), []
+        bar = tqdm(self.todo(ready), desc="scenarios", unit="cell", disable=not self.progress)
         for item, scenario in bar:
             bar.set_postfix_str(f"{item.variant.name} {scenario.display_name}")
-            row = self._cell(item, scenario, scores.get(item.variant.name, {}))
+            missing = missing_modules("mlperf_loadgen")
+            if missing:
+                outcome = ScenarioOutcome("n/a", f"LoadGen is unavailable: {missing}")
+            else:
+                outcome = self._execute(item, scenario)
+            row = self.row(item, scenario, outcome, scores.get(item.variant.name, {}))
             writer.append(row)
             rows.append(row)
         return rows
 
     def _key(self, item: Ready, scenario: Any) -> tuple[str, ...]:
-        return (*item.variant.cell(Shape(getattr(scenario, "max_batch", 1), "dynamic")), scenario.display_name)
+        cell = item.variant.cell(Shape(getattr(scenario, "max_batch", 1), "dynamic"))
+        return (*cell, *([self.hardware] if self.hardware else []), scenario.display_name)
 
-    def _cell(self, item: Ready, scenario: Any, scores: Mapping[str, np.ndarray]) -> ScenarioRow:
-        log_dir = self.log_root / ".".join((*item.variant.names().values(), scenario.display_name))
-        base = {**item.variant.names(), **_cell_facts(item), "log_dir": str(log_dir)}
-        missing = missing_modules("mlperf_loadgen")
-        if missing:
-            outcome = ScenarioOutcome("n/a", f"LoadGen is unavailable: {missing}")
-        else:
-            outcome = self._execute(item, scenario, log_dir)
-        if outcome.status != "ok":
-            log.warning(
-                "scenario %s on %s: %s: %s", scenario.display_name, item.variant.name, outcome.status, outcome.reason
-            )
-        timed = _timed_predictions(scores, getattr(scenario, "max_batch", 1))
-        return scenario_row(base, scenario, outcome, self.labels, timed, self.run_info)
+    def log_dir(self, item: Ready, scenario: Any) -> Path:
+        names = (*item.variant.names().values(), *([self.hardware] if self.hardware else []), scenario.display_name)
+        return self.log_root / ".".join(names)
 
-    def _execute(self, item: Ready, scenario: Any, log_dir: Path) -> ScenarioOutcome:
+    def job(self, item: Ready, scenario: Any, log_dir: Path) -> ScenarioJob:
         backend = item.variant.backend
-        job = ScenarioJob(
+        return ScenarioJob(
             backend.name,
             item.artifact,
             item.variant.device,
@@ -103,10 +106,28 @@ class ScenarioCells:
             log_dir,
             backend.options,
         )
+
+    def isolation(self, item: Ready, scenario: Any) -> tuple[float, tuple[str, ...]]:
+        """The cell process's time limit and what it preloads."""
+        preload = (*self.backends.get(item.variant.backend.name).preload, *PRELOAD)
+        return self.suite.isolation.timeout_s + worst_case_s(scenario), preload  # load and pilot, then its runs
+
+    def row(
+        self, item: Ready, scenario: Any, outcome: ScenarioOutcome, scores: Mapping[str, np.ndarray]
+    ) -> ScenarioRow:
+        if outcome.status != "ok":
+            log.warning(
+                "scenario %s on %s: %s: %s", scenario.display_name, item.variant.name, outcome.status, outcome.reason
+            )
+        base = {**item.variant.names(), **_cell_facts(item), "log_dir": str(self.log_dir(item, scenario))}
+        timed = _timed_predictions(scores, getattr(scenario, "max_batch", 1))
+        return scenario_row({**base, "hardware": self.hardware}, scenario, outcome, self.labels, timed, self.run_info)
+
+    def _execute(self, item: Ready, scenario: Any) -> ScenarioOutcome:
+        job = self.job(item, scenario, self.log_dir(item, scenario))
         if self.suite.isolation.mode == "none":
             return execute_scenario(job)
-        preload = (*self.backends.get(backend.name).preload, *PRELOAD)
-        timeout = self.suite.isolation.timeout_s + worst_case_s(scenario)  # load and pilot, then its runs
+        timeout, preload = self.isolation(item, scenario)
         return run_isolated(job, timeout, preload, work=execute_scenario, failed=ScenarioOutcome)
 
 

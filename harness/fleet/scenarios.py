@@ -1,0 +1,108 @@
+"""A suite's serving scenarios on a fleet: each machine serves every variant it can run under every
+scenario, one cell per node at a time, after its timed rounds. Each cell's LoadGen logs come back
+as text and stay beside the results as a local run's do; its row carries the machine's name and
+record, and a resumed run skips each machine's finished scenario cells."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from harness.adapters import Artifact
+from harness.fleet.artifacts import pack, reference
+from harness.fleet.nodes import FleetError
+from harness.fleet.scenario_codec import decode_scenario
+from harness.results.rows import ResultsWriter
+from harness.run.exports import Ready
+from harness.serve.cells import ScenarioCells
+from harness.serve.execute import ScenarioOutcome
+
+log = logging.getLogger("harness")
+
+
+class FleetScenarios:
+    def __init__(self, runner: Any, ready: list[Ready], texts: tuple[str, ...], labels: np.ndarray) -> None:
+        self.runner = runner
+        self.total = len(texts)
+        self.writer = ResultsWriter(runner.results_path)
+        self.cells: dict[str, ScenarioCells] = {}
+        self.queues: dict[str, deque] = {}
+        for lane in runner.lanes.values():
+            cells = ScenarioCells(
+                runner.suite, runner.backends, runner.results_path, lane.run_info, texts, labels, False, lane.name
+            )
+            runnable = [item for item in ready if not runner.lane_reason(lane, item.variant.names())]
+            self.cells[lane.name], self.queues[lane.name] = cells, deque(cells.todo(runnable))
+
+    def run(self) -> None:
+        fleet = self.runner.fleet
+        total = sum(len(queue) for queue in self.queues.values())
+        self.bar = tqdm(total=total, desc="scenarios", unit="cell", disable=not self.runner.progress)
+        with self.bar:
+            while any(self.queues.values()) or fleet.in_flight:
+                self._step(fleet)
+
+    def _step(self, fleet: Any) -> None:
+        """Start a cell on every free node that has one queued, then take the next one to end."""
+        for lane, queue in self.queues.items():
+            for node in fleet.free(lane)[: len(queue)]:
+                self._submit(lane, node, *queue.popleft())
+        if fleet.in_flight:
+            self._finish(fleet.wait())
+            return
+        for lane, queue in self.queues.items():  # queued cells whose machine has no live node left
+            while queue:
+                item, scenario = queue.popleft()
+                self._write(lane, item, scenario, ScenarioOutcome("error", f"every node of '{lane}' was lost"))
+
+    def _submit(self, lane: str, node: Any, item: Ready, scenario: Any) -> None:
+        from harness.fleet.worker import run_scenario_cell
+
+        runner, cells = self.runner, self.cells[lane]
+        job = cells.job(item, scenario, Path("."))  # the node serves into a folder of its own
+        refs = [reference(item.artifact, runner.cache), reference(Artifact(item.model.path, "model"), runner.cache)]
+        holders = [[runner.fleet.put_blob(f"{r.kind}/{r.key}", self._packer(r))] for r in refs]
+        timeout, preload = cells.isolation(item, scenario)
+        self.bar.set_postfix_str(f"{lane}: {item.variant.name} {scenario.display_name}")
+        runner.fleet.submit(node, (lane, item, scenario), run_scenario_cell, job, refs, holders, timeout, preload)
+
+    def _packer(self, ref: Any) -> Any:
+        entry = self.runner.cache.path(ref.kind, ref.key)
+        return lambda: pack(entry)
+
+    def _finish(self, finished: Any) -> None:
+        lane, item, scenario = finished.token
+        if finished.lost and self.runner.fleet.nodes_of(lane):
+            log.warning("%s; scenario %s of %s goes to another node", finished.failure, scenario.display_name, lane)
+            self.queues[lane].appendleft((item, scenario))
+            return
+        if finished.answer is None:
+            outcome = ScenarioOutcome("error", finished.failure)
+        else:
+            try:
+                outcome, logs, environment = decode_scenario(finished.answer, self.total)
+                self._keep_logs(self.cells[lane].log_dir(item, scenario), logs)
+                seconds = float(environment.get("finished", 0)) - float(environment.get("started", 0))
+                log.debug("%s served %s %s in %.1f s", lane, item.variant.name, scenario.display_name, seconds)
+            except FleetError as error:
+                outcome = ScenarioOutcome("error", f"unreadable answer from {finished.node.short}: {error}")
+        notes = {**outcome.notes, "node": finished.node.short}
+        self._write(lane, item, scenario, dataclasses.replace(outcome, notes=notes))
+
+    def _keep_logs(self, log_dir: Path, logs: dict[str, str]) -> None:
+        """The cell's logs where a local run leaves them (paths checked by the codec)."""
+        for name, text in logs.items():
+            path = log_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+
+    def _write(self, lane: str, item: Ready, scenario: Any, outcome: ScenarioOutcome) -> None:
+        scores = self.runner.lanes[lane].scores.get(item.variant.name, {})
+        self.writer.append(self.cells[lane].row(item, scenario, outcome, scores))
+        self.bar.update(1)
