@@ -269,3 +269,28 @@ def test_across_machines_gives_each_machine_its_p50_and_the_ratio_to_the_first()
     assert cells[0][-3:] == ["2", "3", "1.5"]  # p50 on a, on b, and b / a
     assert cells[1][-3:] == ["1", "—", "—"]  # not run on b: a dash, not nan
     assert machines_section(rows_frame(rows[:1])) == ""
+
+
+def _served(hardware: str, p90: float) -> dict:
+    return {
+        **{k: v for k, v in _row(hardware, "onnx-fp32", 0.0).items() if k not in ("p50_ms", "seq_len")},
+        "seq_len": "dynamic",
+        "scenario": "single-stream-inside",
+        "scenario_type": "single-stream",
+        "tokenize": "inside",
+        "result": p90,
+        "accuracy": 0.9,
+    }
+
+
+def test_each_machine_serves_in_its_own_part_beside_its_own_timed_cells() -> None:
+    from harness.results.scenario_section import scenario_section, summary_rows
+
+    cells = [{**_row(name, "onnx-fp32", 1.0), "input_ms": [[ms, ms]] * 10} for name, ms in (("b", 4.0), ("a", 2.0))]
+    served = [_served("b", 5.0), _served("a", 3.0)]
+    by_machine = {entry["single-stream"]: entry["timed_p90"] for entry in summary_rows(served, cells)}
+    assert by_machine == {5.0: 4.0, 3.0: 2.0}  # each scenario beside its own machine's timed cell
+    section = scenario_section(served, cells, {})
+    assert section.index("### a · cpu") < section.index("### b · cpu")  # machines by name
+    local = scenario_section([{**row, "hardware": None} for row in served[:1]], cells, {})
+    assert "### cpu" in local and "·" not in local

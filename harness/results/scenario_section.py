@@ -55,10 +55,18 @@ def machine(row: Mapping[str, Any]) -> str:
     return name if isinstance(name, str) and name else machine_label((row.get("run") or {}).get("env") or {})
 
 
-def where(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Each row's heading: its device, with its machine where the rows come from several."""
-    several = len({machine(r) for r in rows}) > 1
-    return [f"{machine(r)} · {r.get('device')}" if several else str(r.get("device")) for r in rows]
+def by_where(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The rows with each one's heading: its device, or where they come from several machines its
+    machine and device, machines by name (the order in which they finished is no order)."""
+    frame = pd.DataFrame(plain_rows(rows))
+    if frame.empty:
+        return frame
+    records = frame.to_dict("records")
+    if len({machine(r) for r in records}) == 1:
+        frame["where"] = [str(r.get("device")) for r in records]
+        return frame
+    frame["where"] = [f"{machine(r)} · {r.get('device')}" for r in records]
+    return frame.sort_values("where", kind="stable")
 
 
 def plain_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -222,9 +230,7 @@ def scenario_section(
     if not scenarios:
         return ""
     parts = ["## Serving scenarios (MLPerf LoadGen)", NOTE]
-    frame = pd.DataFrame(plain_rows(scenarios))
-    frame["where"] = where(frame.to_dict("records"))
-    for device, group in frame.groupby("where", sort=False):
+    for device, group in by_where(scenarios).groupby("where", sort=False):
         rows = plain_rows(group.to_dict("records"))
         parts.append(f"### {one_line(str(device), 60)}")
         parts.append(_summary_table(summary_rows(rows, cells)))
@@ -259,10 +265,9 @@ def scenario_figures(scenarios: Sequence[Mapping[str, Any]], out_dir: Path, stem
     import matplotlib.pyplot as plt
 
     figures = {}
-    frame = pd.DataFrame(plain_rows(scenarios))
+    frame = by_where(scenarios)
     if frame.empty:
         return figures
-    frame["where"] = where(frame.to_dict("records"))
     for index, (device, group) in enumerate(frame.groupby("where", sort=False)):
         rows = plain_rows(group.to_dict("records"))
         curves = latency_curves(rows)
