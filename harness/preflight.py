@@ -282,9 +282,11 @@ def _check_baseline(suite: Suite, file: str, registries: tuple[Any, Any] | None,
     backend = backend_registry.entries().get(backend_entry.name) if backend_entry else None
     if entry is None or exporter is None or backend_entry is None or backend is None:
         return  # an unknown name is reported by the suite schema
-    checked = (("exporter", entry.name, exporter), ("backend", backend_entry.name, backend))
-    for kind, name, adapter in checked[:1] if fleet else checked:  # a fleet's backends are on its machines
-        reason = adapter.reason if isinstance(adapter, BrokenAdapter) else adapter.unavailable_reason()
+    for kind, name, adapter in (("exporter", entry.name, exporter), ("backend", backend_entry.name, backend)):
+        if isinstance(adapter, BrokenAdapter):
+            reason = adapter.reason
+        else:  # a fleet's backends run on its machines, which judge them there
+            reason = None if fleet and kind == "backend" else adapter.unavailable_reason()
         if reason:
             raise SuiteError(file, f"baseline.{kind}", f"the baseline {kind} '{name}' is unavailable: {reason}")
     artifact_format = exporter.format_for(entry.options)

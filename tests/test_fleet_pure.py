@@ -294,3 +294,32 @@ def test_each_machine_serves_in_its_own_part_beside_its_own_timed_cells() -> Non
     assert section.index("### a · cpu") < section.index("### b · cpu")  # machines by name
     local = scenario_section([{**row, "hardware": None} for row in served[:1]], cells, {})
     assert "### cpu" in local and "·" not in local
+
+
+def test_each_machine_resumes_only_its_own_scenario_cells(tmp_path: Path) -> None:
+    """Scenario rows are keyed by machine: one machine's finished cells are not another's."""
+    from harness.registry import backends, exporters
+    from harness.results.rows import ResultsWriter
+    from harness.results.scenario_rows import scenario_row
+    from harness.run.exports import Ready
+    from harness.run.plan import plan_cells
+    from harness.serve.cells import ScenarioCells
+    from harness.serve.execute import ScenarioOutcome
+
+    raw = {**SMOKE, "devices": ["cpu"], "scenarios": [{"type": "single-stream", "min_duration_s": 0.3}]}
+    suite = parse_suite(raw, "smoke.yaml", exporters(), backends())
+    ready = [
+        Ready(variant, None, None, None, {}, True) for variant in plan_cells(suite, exporters(), backends()).variants
+    ]
+    run = {"suite_hash": "h", "env_fingerprint": "same host"}
+    results = tmp_path / "fleet.jsonl"
+
+    def cells(machine: str) -> ScenarioCells:
+        return ScenarioCells(suite, backends(), results, run, (), np.zeros(0), False, machine)
+
+    first = ready[0].variant.names()
+    outcome = ScenarioOutcome("n/a", "LoadGen is unavailable")
+    row = scenario_row({**first, "hardware": "a"}, suite.scenarios[0], outcome, np.zeros(0), None, run)
+    ResultsWriter(results).append(row)
+    assert [item.variant.name for item, _ in cells("a").todo(ready)] == [item.variant.name for item in ready[1:]]
+    assert len(cells("b").todo(ready)) == len(ready)  # the same host's other machine still has them all

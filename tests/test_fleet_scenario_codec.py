@@ -73,9 +73,13 @@ def test_a_failed_cell_needs_no_logs() -> None:
         ({**LOGS, "performance/run.sh": "x"}, "not one of LoadGen's logs"),
         ({**LOGS, "/etc/mlperf_log_detail.txt": "x"}, "not one of LoadGen's logs"),
         ({k: v for k, v in LOGS.items() if k != ACCURACY}, "lacks the LoadGen log accuracy"),
-        ({**LOGS, ACCURACY: json.dumps([{"qsl_idx": 9, "data": "01000000"}])}, "cannot be read: IndexError"),
+        ({**LOGS, ACCURACY: json.dumps([{"qsl_idx": 9, "data": "01000000"}])}, "sample index 9 is outside the 4 samples"),
         ({**LOGS, DETAIL: _record("result_query_count", "many")}, r"non-number at logs\.detail\.query_count"),
         ({**LOGS, DETAIL: DETAIL_LOG.replace("1024", "NaN")}, "non-number"),
+        ({**LOGS, ACCURACY: json.dumps([{"qsl_idx": -4, "data": "01000000"}])}, "outside the 4 samples"),
+        ({**LOGS, ACCURACY: '[{"qsl_idx": 1e400, "data": "01000000"}]'}, "cannot be read: OverflowError"),
+        ({**LOGS, "./performance/mlperf_log_summary.txt": "x"}, "not one of LoadGen's logs"),
+        ({**LOGS, "accuracy//mlperf_log_detail.txt": "x"}, "not one of LoadGen's logs"),
     ],
 )
 def test_logs_out_of_shape_are_refused(logs: dict, message: str) -> None:
@@ -93,6 +97,7 @@ def test_logs_out_of_shape_are_refused(logs: dict, message: str) -> None:
         (lambda a: a["batches"].update(mean_batch=[1]), r"batches\.mean_batch"),
         (lambda a: a["notes"].update(deep={"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}), "nests too deep"),
         (lambda a: a.update(qps=True), "non-number at qps"),
+        (lambda a: a["batches"].update(valid=True, achieved_qps=1e9), "not only mean_batch, max_batch_served"),
     ],
 )
 def test_an_answer_out_of_shape_names_its_field(edit, message: str) -> None:
@@ -100,3 +105,8 @@ def test_an_answer_out_of_shape_names_its_field(edit, message: str) -> None:
     edit(answer)
     with pytest.raises(FleetError, match=message):
         decode_scenario(json.dumps(answer), TOTAL)
+
+
+def test_an_answer_nested_past_the_parser_is_refused_not_a_crash() -> None:
+    with pytest.raises(FleetError, match="not valid JSON: RecursionError"):
+        decode_scenario("[" * 100_000 + "]" * 100_000, TOTAL)

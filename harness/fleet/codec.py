@@ -40,12 +40,11 @@ def encode_outcome(outcome: VariantOutcome, environment: Mapping[str, Any]) -> s
 
 def decode_outcome(text: str | bytes) -> tuple[VariantOutcome, dict[str, Any]]:
     """Parse and check a worker's answer; anything malformed is a ``FleetError`` naming the field."""
-    if len(text) > MAX_ANSWER_BYTES:
-        raise FleetError(f"a worker answered {len(text) / 2**20:.0f} MB, over the {MAX_ANSWER_BYTES // 2**20} MB limit")
+    check_size(text)
     try:
         data = json.loads(text, parse_constant=no_constant)
-    except ValueError as error:
-        raise FleetError(f"a worker's answer is not valid JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        raise FleetError(f"a worker's answer is not valid JSON: {type(error).__name__}: {error}") from None
     raw = typed(data, dict, "answer")
     status = typed(raw.get("status"), str, "status")
     if status not in STATUSES:
@@ -66,10 +65,11 @@ def decode_outcome(text: str | bytes) -> tuple[VariantOutcome, dict[str, Any]]:
 def decode_probe(text: str | bytes, kinds: int) -> dict[str, Any]:
     """Parse and check a node's probe answer: its environment, its GEMM peaks (positive GFLOP/s per
     precision) and one verdict (a reason, or null) for each of the ``kinds`` of cell it was asked about."""
+    check_size(text)
     try:
         raw = typed(json.loads(text, parse_constant=no_constant), dict, "probe")
-    except ValueError as error:
-        raise FleetError(f"a node's probe answer is not valid JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        raise FleetError(f"a node's probe answer is not valid JSON: {type(error).__name__}: {error}") from None
     peaks = {}
     for precision, peak in dict_field(raw, "peaks").items():
         where = f"peaks.{precision}"
@@ -89,6 +89,11 @@ def decode_probe(text: str | bytes, kinds: int) -> dict[str, Any]:
         raise FleetError(f"a worker's answer judges {len(verdicts)} kinds of cell, not the {kinds} it was asked")
     availability = [optional(v, str, f"availability[{i}]") for i, v in enumerate(verdicts)]
     return {"environment": dict_field(raw, "environment"), "peaks": peaks, "availability": availability}
+
+
+def check_size(text: str | bytes) -> None:
+    if len(text) > MAX_ANSWER_BYTES:
+        raise FleetError(f"a worker answered {len(text) / 2**20:.0f} MB, over the {MAX_ANSWER_BYTES // 2**20} MB limit")
 
 
 def dict_field(raw: dict[str, Any], name: str) -> dict[str, Any]:

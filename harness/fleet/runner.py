@@ -232,7 +232,8 @@ class FleetRunner(Runner):
         if not shapes or reason:
             return None
         variant = dataclasses.replace(item.variant, shapes=shapes)
-        context = dataclasses.replace(item.context, peaks=lane.peaks)
+        # the probe measures the CPU's peaks: a GPU cell has no limit to be a fraction of (as locally)
+        context = dataclasses.replace(item.context, peaks=lane.peaks if item.variant.device == "cpu" else {})
         return dataclasses.replace(item, variant=variant, context=context, base={**item.base, "hardware": lane.name})
 
     def _dispatch_free_nodes(self) -> None:

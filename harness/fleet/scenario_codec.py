@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from harness.fleet.codec import MAX_ANSWER_BYTES, dict_field, no_constant, number, optional, optional_number, typed
+from harness.fleet.codec import check_size, dict_field, no_constant, number, optional, optional_number, typed
 from harness.fleet.nodes import FleetError
 from harness.serve.execute import ScenarioOutcome
 from harness.serve.logs import accuracy_predictions, detail_records, result_fields
@@ -22,6 +22,8 @@ DETAIL, ACCURACY = "performance/mlperf_log_detail.txt", "accuracy/mlperf_log_acc
 # what a probe of the server's QPS search keeps (``scenario_rows._probe`` reads these)
 PROBE_FLAGS = ("valid", "constraints_met", "early_stopping_met")
 PROBE_NUMBERS = ("achieved_qps", "query_count")
+# what only the serving process knows of a performance run (``run_loadgen``): the batcher's batches
+BATCHES = ("mean_batch", "max_batch_served")
 PERFORMANCE_FLAGS = ("valid", "constraints_met", "min_duration_met", "min_queries_met", "early_stopping_met")
 PERFORMANCE_TEXTS = ("validity", "invalid_reason", "early_stopping", "loadgen_version")
 
@@ -33,7 +35,7 @@ def encode_scenario(outcome: ScenarioOutcome, logs: Mapping[str, str], environme
         {
             "status": outcome.status,
             "reason": outcome.reason,
-            "batches": {k: performance.get(k) for k in ("mean_batch", "max_batch_served")},
+            "batches": {k: performance.get(k) for k in BATCHES},
             "probes": [{k: v for k, v in probe.items() if k != "log"} for probe in outcome.probes],
             "pilot": dict(outcome.pilot),
             "qps": outcome.qps,
@@ -49,12 +51,11 @@ def encode_scenario(outcome: ScenarioOutcome, logs: Mapping[str, str], environme
 def decode_scenario(text: str | bytes, total: int) -> tuple[ScenarioOutcome, dict[str, str], dict[str, Any]]:
     """The outcome as the driver reads it, the logs to keep beside the results, and the environment;
     anything malformed is a ``FleetError`` naming the field. ``total``: the eval split's size."""
-    if len(text) > MAX_ANSWER_BYTES:
-        raise FleetError(f"a worker answered {len(text) / 2**20:.0f} MB, over the {MAX_ANSWER_BYTES // 2**20} MB limit")
+    check_size(text)
     try:
         raw = typed(json.loads(text, parse_constant=no_constant), dict, "answer")
-    except ValueError as error:
-        raise FleetError(f"a worker's answer is not valid JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        raise FleetError(f"a worker's answer is not valid JSON: {type(error).__name__}: {error}") from None
     status = typed(raw.get("status"), str, "status")
     if status not in STATUSES:
         raise FleetError(f"a worker's answer has status {status!r}, not one of {', '.join(STATUSES)}")
@@ -65,11 +66,14 @@ def decode_scenario(text: str | bytes, total: int) -> tuple[ScenarioOutcome, dic
     for needed in (DETAIL, ACCURACY):
         if needed not in logs:
             raise FleetError(f"a worker's answer lacks the LoadGen log {needed}")
-    batches = {k: optional_number(v, f"batches.{k}") for k, v in dict_field(raw, "batches").items()}
+    batches = dict_field(raw, "batches")
+    if set(batches) - set(BATCHES):  # the logs' figures are read from the logs, never taken from the node
+        raise FleetError(f"a worker's answer has batches {sorted(batches)}, not only {', '.join(BATCHES)}")
+    batches = {k: optional_number(v, f"batches.{k}") for k, v in batches.items()}
     try:
         performance = checked_performance(result_fields(detail_records(logs[DETAIL])), "logs.detail")
         predictions = accuracy_predictions(logs[ACCURACY], total)
-    except (KeyError, TypeError, ValueError, IndexError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, ArithmeticError, RecursionError) as error:
         raise FleetError(f"a worker's LoadGen logs cannot be read: {type(error).__name__}: {error}") from None
     outcome = ScenarioOutcome(
         status="ok",
@@ -87,7 +91,8 @@ def checked_logs(logs: dict[str, Any]) -> dict[str, str]:
     """Log files by a relative path: one of LoadGen's kept logs in the performance or accuracy folder."""
     for name, content in logs.items():
         path = PurePosixPath(name)
-        if len(path.parts) != 2 or path.parts[0] not in LOG_FOLDERS or path.name not in KEPT_LOGS:
+        known = len(path.parts) == 2 and path.parts[0] in LOG_FOLDERS and path.name in KEPT_LOGS
+        if not known or str(path) != name:  # one file, one name: no "./", "//" or trailing "/"
             raise FleetError(f"a worker's answer has a log at {name!r}, not one of LoadGen's logs in {LOG_FOLDERS}")
         typed(content, str, f"logs.{name}")
     return logs

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from harness.adapters import Artifact
-from harness.fleet.artifacts import pack, reference
+from harness.fleet.artifacts import ArtifactRef, pack, reference
 from harness.fleet.nodes import FleetError
 from harness.fleet.scenario_codec import decode_scenario
 from harness.results.rows import ResultsWriter
@@ -65,14 +65,25 @@ class FleetScenarios:
         from harness.fleet.worker import run_scenario_cell
 
         runner, cells = self.runner, self.cells[lane]
+        try:
+            refs = [reference(item.artifact, runner.cache), self._tokenizer(item)]
+            holders = [[runner.fleet.put_blob(f"{r.kind}/{r.key}", self._packer(r))] for r in refs]
+        except (FleetError, OSError) as error:  # nothing to ship: this cell is an error row, the others go on
+            self._write(lane, item, scenario, ScenarioOutcome("error", f"cannot ship {item.variant.name}: {error}"))
+            return
         job = cells.job(item, scenario, Path("."))  # the node serves into a folder of its own
-        refs = [reference(item.artifact, runner.cache), reference(Artifact(item.model.path, "model"), runner.cache)]
-        holders = [[runner.fleet.put_blob(f"{r.kind}/{r.key}", self._packer(r))] for r in refs]
         timeout, preload = cells.isolation(item, scenario)
         self.bar.set_postfix_str(f"{lane}: {item.variant.name} {scenario.display_name}")
         runner.fleet.submit(node, (lane, item, scenario), run_scenario_cell, job, refs, holders, timeout, preload)
 
-    def _packer(self, ref: Any) -> Any:
+    def _tokenizer(self, item: Ready) -> ArtifactRef:
+        """The model's tokenizer alone, as a cache entry of its own: a node tokenises without the weights."""
+        cache = self.runner.cache
+        key = cache.key("tokenizer", item.model.content_key)
+        entry = cache.get_or_build("tokenizers", key, item.model.tokenizer.save_pretrained)
+        return reference(Artifact(entry, "tokenizer"), cache)
+
+    def _packer(self, ref: ArtifactRef) -> Any:
         entry = self.runner.cache.path(ref.kind, ref.key)
         return lambda: pack(entry)
 
@@ -86,11 +97,9 @@ class FleetScenarios:
             outcome = ScenarioOutcome("error", finished.failure)
         else:
             try:
-                outcome, logs, environment = decode_scenario(finished.answer, self.total)
+                outcome, logs, _ = decode_scenario(finished.answer, self.total)
                 self._keep_logs(self.cells[lane].log_dir(item, scenario), logs)
-                seconds = float(environment.get("finished", 0)) - float(environment.get("started", 0))
-                log.debug("%s served %s %s in %.1f s", lane, item.variant.name, scenario.display_name, seconds)
-            except FleetError as error:
+            except Exception as error:  # an answer that cannot be read or kept is this cell's error row
                 outcome = ScenarioOutcome("error", f"unreadable answer from {finished.node.short}: {error}")
         notes = {**outcome.notes, "node": finished.node.short}
         self._write(lane, item, scenario, dataclasses.replace(outcome, notes=notes))
@@ -103,6 +112,12 @@ class FleetScenarios:
             path.write_text(text, encoding="utf-8")
 
     def _write(self, lane: str, item: Ready, scenario: Any, outcome: ScenarioOutcome) -> None:
-        scores = self.runner.lanes[lane].scores.get(item.variant.name, {})
-        self.writer.append(self.cells[lane].row(item, scenario, outcome, scores))
+        cells, scores = self.cells[lane], self.runner.lanes[lane].scores.get(item.variant.name, {})
+        try:
+            row = cells.row(item, scenario, outcome, scores)
+        except Exception as error:  # a bug in one row must not lose the run's other rows
+            log.exception("building the scenario row of %s on %s failed", item.variant.name, lane)
+            failed = ScenarioOutcome("error", f"building the row failed: {type(error).__name__}: {error}")
+            row = cells.row(item, scenario, failed, {})
+        self.writer.append(row)
         self.bar.update(1)

@@ -101,6 +101,8 @@ def accuracy_predictions(text: str, total: int) -> np.ndarray:
     predictions = np.full(total, -1, dtype=np.int64)
     for entry in json.loads(text or "[]"):
         index = int(entry["qsl_idx"])
+        if not 0 <= index < total:  # a negative index would silently answer a sample from the end
+            raise ValueError(f"sample index {index} is outside the {total} samples")
         value = int(np.frombuffer(bytes.fromhex(entry["data"]), dtype="<i4")[0])
         if predictions[index] not in (-1, value):
             raise ValueError(f"sample {index} was answered {predictions[index]} and then {value}")
