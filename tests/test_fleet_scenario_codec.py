@@ -73,7 +73,7 @@ def test_a_failed_cell_needs_no_logs() -> None:
         ({**LOGS, "performance/run.sh": "x"}, "not one of LoadGen's logs"),
         ({**LOGS, "/etc/mlperf_log_detail.txt": "x"}, "not one of LoadGen's logs"),
         ({k: v for k, v in LOGS.items() if k != ACCURACY}, "lacks the LoadGen log accuracy"),
-        ({**LOGS, ACCURACY: json.dumps([{"qsl_idx": 9, "data": "01000000"}])}, "sample index 9 is outside the 4 samples"),
+        ({**LOGS, ACCURACY: json.dumps([{"qsl_idx": 9, "data": "01000000"}])}, "index 9 is outside the 4"),
         ({**LOGS, DETAIL: _record("result_query_count", "many")}, r"non-number at logs\.detail\.query_count"),
         ({**LOGS, DETAIL: DETAIL_LOG.replace("1024", "NaN")}, "non-number"),
         ({**LOGS, ACCURACY: json.dumps([{"qsl_idx": -4, "data": "01000000"}])}, "outside the 4 samples"),
