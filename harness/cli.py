@@ -131,10 +131,9 @@ def _validate(args: argparse.Namespace) -> int:
                 where = "" if line.startswith(file) else f"{file}: "
                 print(f"error: {one_line(where + line)}", file=sys.stderr)
             continue
-        serving = f" + {variants * len(suite.scenarios)}"
-        serving = f"{serving} scenario cells at most" if suite.scenarios else ""
-        machines = f" on each of {len(suite.hardware)} machines with --cluster" if suite.hardware else ""
-        counts = f"{cells} cells{machines}{serving}"
+        serving = f" + {variants * len(suite.scenarios)} scenario cells at most" if suite.scenarios else ""
+        machines = f", on each of {len(suite.hardware)} machines with --cluster" if suite.hardware else ""
+        counts = f"{cells} cells{serving}{machines}"
         print(f"{one_line(file)}: ok (suite '{suite.name}', hash {suite.content_hash()}, {counts})")
     return EXIT_BAD_INPUT if failed else 0
 
