@@ -21,6 +21,8 @@ from harness.results.rows import read_rows
 from harness.suite import parse_suite
 
 SLOT = "harness-slot"
+# the tiny suite's two variants (one shape each) on both machines, by (hardware, exporter)
+EVERY_CELL_ON_BOTH = [("alpha", "eager-fp32"), ("alpha", "onnx-fp32"), ("beta", "eager-fp32"), ("beta", "onnx-fp32")]
 TIMING = {"rounds": 2, "seconds_per_cell": 0.02, "single_inputs": 6, "peak_gemm_size": 128}
 
 
@@ -103,12 +105,7 @@ def first_run(cluster, tmp_path_factory, cache_dir):
 def test_cells_run_on_their_own_machines_into_one_file(first_run) -> None:
     _, runner, results = first_run
     rows = [row for row in read_rows([results]) if row["device"] == "cpu"]
-    assert sorted((r["hardware"], r["exporter"]) for r in rows) == [
-        ("alpha", "eager-fp32"),
-        ("alpha", "onnx-fp32"),
-        ("beta", "eager-fp32"),
-        ("beta", "onnx-fp32"),
-    ]
+    assert sorted((r["hardware"], r["exporter"]) for r in rows) == EVERY_CELL_ON_BOTH
     assert all(r["status"] == "ok" for r in rows), [r["reason"] for r in rows]
     nodes = {lane.name: {node.short for node in lane.nodes} for lane in runner.lanes.values()}
     assert nodes["alpha"].isdisjoint(nodes["beta"])
@@ -124,12 +121,7 @@ def test_each_machine_says_why_it_cannot_run_a_cell(first_run) -> None:
 
     _, runner, results = first_run
     cuda = [row for row in read_rows([results]) if row["device"] == "cuda"]
-    assert sorted((r["hardware"], r["exporter"]) for r in cuda) == [
-        ("alpha", "eager-fp32"),
-        ("alpha", "onnx-fp32"),
-        ("beta", "eager-fp32"),
-        ("beta", "onnx-fp32"),
-    ]
+    assert sorted((r["hardware"], r["exporter"]) for r in cuda) == EVERY_CELL_ON_BOTH
     formats = {"eager-fp32": "transformers", "onnx-fp32": "onnx"}
     for row in cuda:
         here = local_reason(backends().get(row["backend"]), {}, formats[row["exporter"]], "cuda")
@@ -227,12 +219,7 @@ def test_a_machine_without_a_runtime_leaves_its_cells_to_the_others(cluster, tmp
     )
     runner.run()
     rows = {(r["hardware"], r["exporter"]): r for r in read_rows([tmp_path / "fleet.jsonl"])}
-    assert sorted(rows) == [
-        ("alpha", "eager-fp32"),
-        ("alpha", "onnx-fp32"),
-        ("beta", "eager-fp32"),
-        ("beta", "onnx-fp32"),
-    ]
+    assert sorted(rows) == EVERY_CELL_ON_BOTH
     assert rows["beta", "onnx-fp32"]["status"] == "n/a" and rows["beta", "onnx-fp32"]["reason"] == missing
     assert all(rows[key]["status"] == "ok" for key in rows if key != ("beta", "onnx-fp32"))
     beta_nodes = {node.short for node in runner.lanes["beta"].nodes}

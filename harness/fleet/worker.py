@@ -58,8 +58,8 @@ def run_scenario_cell(
     timeout_s: float,
     preload: Sequence[str],
 ) -> str:
-    """One serving scenario cell on this node: the variant's artifact and its model's folder (for the
-    tokenizer) by content key, LoadGen's logs in a folder of its own, all sent back as text."""
+    """One serving scenario cell on this node: the variant's artifact and its model's tokenizer by
+    content key, LoadGen's logs in a folder of its own, all sent back as text."""
     from harness.fleet.scenario_codec import LOG_FOLDERS, encode_scenario
     from harness.serve.execute import ScenarioOutcome, execute_scenario
     from harness.serve.scenario import KEPT_LOGS
@@ -71,9 +71,9 @@ def run_scenario_cell(
         unavailable = ScenarioOutcome("n/a", f"LoadGen is unavailable on {socket.gethostname()}: {missing}")
         return encode_scenario(unavailable, logs, {**environment, "finished": time.time()})
     try:
-        artifact, model = (_artifact(ref, holder) for ref, holder in zip(refs, blob_holders, strict=True))
+        artifact, tokenizer = (_artifact(ref, holder) for ref, holder in zip(refs, blob_holders, strict=True))
         with tempfile.TemporaryDirectory(prefix="harness-loadgen-") as folder:
-            job = dataclasses.replace(job, artifact=artifact, tokenizer_path=model.path, log_dir=Path(folder))
+            job = dataclasses.replace(job, artifact=artifact, tokenizer_path=tokenizer.path, log_dir=Path(folder))
             outcome = run_isolated(job, timeout_s, preload, work=execute_scenario, failed=ScenarioOutcome)
             for path in (Path(folder) / sub / name for sub in LOG_FOLDERS for name in KEPT_LOGS):
                 if path.is_file():
