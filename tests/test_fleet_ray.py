@@ -76,19 +76,18 @@ def fleet_suite(tmp_path: Path, cache_dir: Path, **changes: Any):
     return parse_suite(raw, "fleet.yaml", exporters(), backends())
 
 
-def run_fleet(suite, results: Path, address: str, fresh: bool = False):
+def fleet_runner(suite, results: Path, address: str, fresh: bool = False, kind: Any = None):
+    """A fleet runner (of ``kind``, a FleetRunner by default) for ``suite``, not yet run."""
     from harness.fleet.runner import FleetRunner, cluster_config
 
-    runner = FleetRunner(
-        suite,
-        exporters(),
-        backends(),
-        results,
-        "fleet.yaml",
-        progress=False,
-        fresh=fresh,
-        cluster=cluster_config(suite, address),
+    cluster = cluster_config(suite, address)
+    return (kind or FleetRunner)(
+        suite, exporters(), backends(), results, "fleet.yaml", progress=False, fresh=fresh, cluster=cluster
     )
+
+
+def run_fleet(suite, results: Path, address: str, fresh: bool = False):
+    runner = fleet_runner(suite, results, address, fresh)
     runner.run()
     return runner
 
@@ -192,7 +191,7 @@ def test_a_machine_without_a_runtime_leaves_its_cells_to_the_others(cluster, tmp
     only, and beta's ONNX cells are n/a rows with beta's reason, while both machines run eager.
     Each machine then serves what it ran under a LoadGen scenario; the logs come back beside the
     results, and the report has a serving section per machine."""
-    from harness.fleet.runner import FleetRunner, cluster_config
+    from harness.fleet.runner import FleetRunner
     from harness.results.report import render_report
 
     missing = "python package 'onnxruntime' is not installed"
@@ -208,15 +207,7 @@ def test_a_machine_without_a_runtime_leaves_its_cells_to_the_others(cluster, tmp
 
     scenario = {"type": "single-stream", "min_duration_s": 0.3, "min_queries": 64}
     suite = fleet_suite(tmp_path, cache_dir, timing={**TIMING, "rounds": 1}, scenarios=[scenario])
-    runner = BetaWithoutOnnxRuntime(
-        suite,
-        exporters(),
-        backends(),
-        tmp_path / "fleet.jsonl",
-        "fleet.yaml",
-        progress=False,
-        cluster=cluster_config(suite, cluster.address),
-    )
+    runner = fleet_runner(suite, tmp_path / "fleet.jsonl", cluster.address, kind=BetaWithoutOnnxRuntime)
     runner.run()
     rows = {(r["hardware"], r["exporter"]): r for r in read_rows([tmp_path / "fleet.jsonl"])}
     assert sorted(rows) == EVERY_CELL_ON_BOTH
@@ -245,7 +236,6 @@ def test_a_lost_node_hands_its_round_on_or_errors_naming_the_loss(cluster, node_
     removed while each runs a round. The first machine's round goes to its other node and its cells
     end ok; the second machine has no node left, so its cells are error rows that say the node was
     lost. (Runs last: the cluster has one node after it.)"""
-    from harness.fleet.runner import FleetRunner, cluster_config
 
     alpha_two = cluster.add_node(
         num_cpus=1,
@@ -255,15 +245,7 @@ def test_a_lost_node_hands_its_round_on_or_errors_naming_the_loss(cluster, node_
     )
     cluster.wait_for_nodes()
     suite = fleet_suite(tmp_path, cache_dir, timing={**TIMING, "seconds_per_cell": 0.5})
-    runner = FleetRunner(
-        suite,
-        exporters(),
-        backends(),
-        tmp_path / "fleet.jsonl",
-        "fleet.yaml",
-        progress=False,
-        cluster=cluster_config(suite, cluster.address),
-    )
+    runner = fleet_runner(suite, tmp_path / "fleet.jsonl", cluster.address)
     beta = next(n for n in cluster.list_all_nodes() if n is not cluster.head_node and n is not alpha_two)
     doomed = {alpha_two.node_id: alpha_two, beta.node_id: beta}
     finished = threading.Event()
