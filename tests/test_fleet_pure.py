@@ -323,3 +323,42 @@ def test_each_machine_resumes_only_its_own_scenario_cells(tmp_path: Path) -> Non
     ResultsWriter(results).append(row)
     assert [item.variant.name for item, _ in cells("a").todo(ready)] == [item.variant.name for item in ready[1:]]
     assert len(cells("b").todo(ready)) == len(ready)  # the same host's other machine still has them all
+
+
+class OneIdleNode:
+    """The part of ``harness.fleet.dispatch.Fleet`` the scenario loop uses: one live, idle node."""
+
+    def __init__(self) -> None:
+        self.in_flight: dict = {}
+        self.node = node("a")
+
+    def nodes_of(self, hardware: str) -> list[Node]:
+        return [self.node]
+
+    def free(self, hardware: str) -> list[Node]:
+        return [self.node]
+
+
+def test_a_scenario_cell_that_cannot_ship_fails_alone_while_its_machine_lives(tmp_path: Path) -> None:
+    """Each cell whose artifact is not in the cache is its own error row; none is blamed on a lost node."""
+    from harness.adapters import Artifact
+    from harness.fleet.runner import FleetRunner, Lane, cluster_config
+    from harness.fleet.scenarios import FleetScenarios
+    from harness.registry import backends, exporters
+    from harness.results.rows import read_rows
+    from harness.run.exports import Ready
+    from harness.run.plan import plan_cells
+
+    raw = {**SMOKE, "devices": ["cpu"], "scenarios": [{"type": "single-stream", "min_duration_s": 0.3}]}
+    suite = parse_suite(raw, "smoke.yaml", exporters(), backends())
+    results = tmp_path / "fleet.jsonl"
+    runner = FleetRunner(suite, exporters(), backends(), results, "smoke.yaml", cluster=cluster_config(suite, "auto"))
+    runner.fleet, runner.progress = OneIdleNode(), False
+    runner.lanes = {"a": Lane("a", [node("a")], {}, {}, run_info={"suite_hash": "h", "env_fingerprint": "f"})}
+    runner.lane_reason = lambda lane, names: None
+    stray = Artifact(tmp_path / "not-in-the-cache", "onnx")
+    variants = plan_cells(suite, exporters(), backends()).variants[:2]
+    FleetScenarios(runner, [Ready(v, stray, None, None, {}, True) for v in variants], (), np.zeros(0)).run()
+    rows = read_rows([results], scenarios=True)
+    assert len(rows) == 2 and all(r["status"] == "error" for r in rows)
+    assert all("cannot ship" in r["reason"] and "not in the artifact cache" in r["reason"] for r in rows), rows

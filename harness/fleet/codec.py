@@ -40,15 +40,7 @@ def encode_outcome(outcome: VariantOutcome, environment: Mapping[str, Any]) -> s
 
 def decode_outcome(text: str | bytes) -> tuple[VariantOutcome, dict[str, Any]]:
     """Parse and check a worker's answer; anything malformed is a ``FleetError`` naming the field."""
-    check_size(text)
-    try:
-        data = json.loads(text, parse_constant=no_constant)
-    except (ValueError, RecursionError) as error:
-        raise FleetError(f"a worker's answer is not valid JSON: {type(error).__name__}: {error}") from None
-    raw = typed(data, dict, "answer")
-    status = typed(raw.get("status"), str, "status")
-    if status not in STATUSES:
-        raise FleetError(f"a worker's answer has status {status!r}, not one of {', '.join(STATUSES)}")
+    raw, status = parsed_answer(text, STATUSES)
     outcome = VariantOutcome(
         status=status,
         reason=optional(raw.get("reason"), str, "reason"),
@@ -89,6 +81,19 @@ def decode_probe(text: str | bytes, kinds: int) -> dict[str, Any]:
         raise FleetError(f"a worker's answer judges {len(verdicts)} kinds of cell, not the {kinds} it was asked")
     availability = [optional(v, str, f"availability[{i}]") for i, v in enumerate(verdicts)]
     return {"environment": dict_field(raw, "environment"), "peaks": peaks, "availability": availability}
+
+
+def parsed_answer(text: str | bytes, statuses: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    """A worker's answer as a JSON object, and its status, one of ``statuses``."""
+    check_size(text)
+    try:
+        raw = typed(json.loads(text, parse_constant=no_constant), dict, "answer")
+    except (ValueError, RecursionError) as error:
+        raise FleetError(f"a worker's answer is not valid JSON: {type(error).__name__}: {error}") from None
+    status = typed(raw.get("status"), str, "status")
+    if status not in statuses:
+        raise FleetError(f"a worker's answer has status {status!r}, not one of {', '.join(statuses)}")
+    return raw, status
 
 
 def check_size(text: str | bytes) -> None:

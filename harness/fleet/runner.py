@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from harness.adapters import Artifact
 from harness.environment import environment_fingerprint
 from harness.errors import HarnessError
-from harness.fleet.artifacts import pack, reference
+from harness.fleet.artifacts import ArtifactRef, pack, reference
 from harness.fleet.availability import NOWHERE, FleetAvailability, cell_kinds
 from harness.fleet.codec import decode_outcome, decode_probe
 from harness.fleet.nodes import FleetError, Node
@@ -263,13 +264,18 @@ class FleetRunner(Runner):
 
         self._enter(lane)
         job = self._job(item, round_index, lane.progress)
-        ref = reference(item.artifact, self.cache)
-        entry = self.cache.path(ref.kind, ref.key)
-        holder = [self.fleet.put_blob(f"{ref.kind}/{ref.key}", lambda: pack(entry))]
+        ref, holder = self.ship(item.artifact)
         preload = tuple(self.backends.get(item.variant.backend.name).preload)
         args = (job, ref, holder, self.suite.isolation.timeout_s, preload)
         self.bar.set_postfix_str(f"{lane.name} round {round_index + 1} {item.variant.name}")
         self.fleet.submit(node, (lane.name, round_index, item), run_variant_round, *args)
+
+    def ship(self, artifact: Artifact) -> tuple[ArtifactRef, list[Any]]:
+        """The cache entry holding ``artifact``, and its packed blob's object reference left unfetched
+        inside a list (a node that has the entry never transfers it); each entry is packed once a run."""
+        ref = reference(artifact, self.cache)
+        entry = self.cache.path(ref.kind, ref.key)
+        return ref, [self.fleet.put_blob(f"{ref.kind}/{ref.key}", lambda: pack(entry))]
 
     def _finish(self, finished: Any) -> None:
         lane_name, round_index, item = finished.token

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from harness.fleet.codec import check_size, dict_field, no_constant, number, optional, optional_number, typed
+from harness.fleet.codec import dict_field, number, optional, optional_number, parsed_answer, typed
 from harness.fleet.nodes import FleetError
 from harness.serve.execute import ScenarioOutcome
 from harness.serve.logs import accuracy_predictions, detail_records, result_fields
@@ -51,14 +51,7 @@ def encode_scenario(outcome: ScenarioOutcome, logs: Mapping[str, str], environme
 def decode_scenario(text: str | bytes, total: int) -> tuple[ScenarioOutcome, dict[str, str], dict[str, Any]]:
     """The outcome as the driver reads it, the logs to keep beside the results, and the environment;
     anything malformed is a ``FleetError`` naming the field. ``total``: the eval split's size."""
-    check_size(text)
-    try:
-        raw = typed(json.loads(text, parse_constant=no_constant), dict, "answer")
-    except (ValueError, RecursionError) as error:
-        raise FleetError(f"a worker's answer is not valid JSON: {type(error).__name__}: {error}") from None
-    status = typed(raw.get("status"), str, "status")
-    if status not in STATUSES:
-        raise FleetError(f"a worker's answer has status {status!r}, not one of {', '.join(STATUSES)}")
+    raw, status = parsed_answer(text, STATUSES)
     logs = checked_logs(dict_field(raw, "logs"))
     environment = dict_field(raw, "environment")
     if status != "ok":

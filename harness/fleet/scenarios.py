@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from harness.adapters import Artifact
-from harness.fleet.artifacts import ArtifactRef, pack, reference
+from harness.fleet.artifacts import ArtifactRef
 from harness.fleet.nodes import FleetError
 from harness.fleet.scenario_codec import decode_scenario
 from harness.results.rows import ResultsWriter
@@ -57,7 +57,7 @@ class FleetScenarios:
             self._finish(fleet.wait())
             return
         for lane, queue in self.queues.items():  # queued cells whose machine has no live node left
-            while queue:
+            while queue and not fleet.nodes_of(lane):
                 item, scenario = queue.popleft()
                 self._write(lane, item, scenario, ScenarioOutcome("error", f"every node of '{lane}' was lost"))
 
@@ -66,26 +66,21 @@ class FleetScenarios:
 
         runner, cells = self.runner, self.cells[lane]
         try:
-            refs = [reference(item.artifact, runner.cache), self._tokenizer(item)]
-            holders = [[runner.fleet.put_blob(f"{r.kind}/{r.key}", self._packer(r))] for r in refs]
+            refs, blobs = zip(runner.ship(item.artifact), self._tokenizer(item), strict=True)
         except (FleetError, OSError) as error:  # nothing to ship: this cell is an error row, the others go on
             self._write(lane, item, scenario, ScenarioOutcome("error", f"cannot ship {item.variant.name}: {error}"))
             return
         job = cells.job(item, scenario, Path("."))  # the node serves into a folder of its own
         timeout, preload = cells.isolation(item, scenario)
         self.bar.set_postfix_str(f"{lane}: {item.variant.name} {scenario.display_name}")
-        runner.fleet.submit(node, (lane, item, scenario), run_scenario_cell, job, refs, holders, timeout, preload)
+        runner.fleet.submit(node, (lane, item, scenario), run_scenario_cell, job, refs, blobs, timeout, preload)
 
-    def _tokenizer(self, item: Ready) -> ArtifactRef:
+    def _tokenizer(self, item: Ready) -> tuple[ArtifactRef, list[Any]]:
         """The model's tokenizer alone, as a cache entry of its own: a node tokenises without the weights."""
         cache = self.runner.cache
         key = cache.key("tokenizer", item.model.content_key)
         entry = cache.get_or_build("tokenizers", key, item.model.tokenizer.save_pretrained)
-        return reference(Artifact(entry, "tokenizer"), cache)
-
-    def _packer(self, ref: ArtifactRef) -> Any:
-        entry = self.runner.cache.path(ref.kind, ref.key)
-        return lambda: pack(entry)
+        return self.runner.ship(Artifact(entry, "tokenizer"))
 
     def _finish(self, finished: Any) -> None:
         lane, item, scenario = finished.token
